@@ -1,0 +1,59 @@
+"""The `metaray` command: train | eval.
+
+metaray train CONFIG [section.key=value ...]
+metaray eval  CONFIG [section.key=value ...] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from metaray.checkpoint import CheckpointError
+from metaray.config import ConfigError, load_config
+from metaray.data import DataError
+from metaray.models import ModelLoadError
+
+USER_ERRORS = (ConfigError, DataError, ModelLoadError, CheckpointError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metaray", description="Distributed meta-learning of soft prompts on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("train", "meta-train a soft prompt"), ("eval", "run the meta-test protocol")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("config", help="experiment YAML (see configs/)")
+        cmd.add_argument("overrides", nargs="*", help="dotted overrides, e.g. meta.inner.lr=1e-3")
+        cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.choices["eval"].add_argument("--out", help="write the result JSON here (default: OUTPUT_DIR/eval.json)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.command == "train":
+            from metaray.distributed import train
+
+            summary = train(cfg, progress=not args.quiet)
+            print(json.dumps(summary))
+        else:
+            from metaray.eval import evaluate, format_table, write_result
+
+            result = evaluate(cfg, progress=not args.quiet)
+            print(format_table(result))
+            out = Path(args.out) if args.out else Path(cfg.output.dir) / "eval.json"
+            write_result(result, out, "metaray " + shlex.join(sys.argv[1:] if argv is None else argv))
+            print(f"\nwrote {out}")
+    except USER_ERRORS as err:
+        print(f"metaray: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

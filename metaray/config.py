@@ -1,0 +1,275 @@
+"""Typed, frozen experiment configuration.
+
+A config is a YAML file of sections (model, prompt, data, meta, eval, ray, output)
+plus dotted overrides (`meta.inner.lr=1e-3`). Unknown keys and bad values stop the
+run before any work starts, naming the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metaray.core.adapt import InnerConfig
+from metaray.core.outer import OUTER_ALGORITHMS, OUTER_OPTIMIZERS
+from metaray.core.prompt import PROMPT_INITS
+
+DATA_DIR_ENV = "METARAY_DATA_DIR"
+EVAL_METHODS = ("protonet", "linear_probe", "random", "text", "vocab", "multitask", "reptile", "fomaml")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "all-MiniLM-L6-v2"  # Hugging Face id or local folder
+    max_length: int = 64  # tokens per sentence, before the prompt
+    scale: float = 20.0  # temperature of cosine / linear logits
+    pool_prompt: bool = False  # include prompt positions in mean pooling
+    allow_download: bool = False  # let transformers fetch a model id that is not local
+    encode_batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    length: int = 16
+    init: str = "vocab"  # random | text | vocab
+    text: str = "classify the intent of this customer request"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.length >= 1, "prompt.length must be >= 1")
+        _check(self.init in PROMPT_INITS, f"prompt.init must be one of {PROMPT_INITS}, got {self.init!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data_dir: str = ""  # empty: $METARAY_DATA_DIR
+    meta_train: tuple[str, ...] = ("clinc150/train", "snips")
+    meta_val: str = "clinc150/val"
+    clinc150_val_domains: tuple[str, ...] = ("work",)
+    clinc150_test_domains: tuple[str, ...] = ("travel", "kitchen_and_dining")
+    n_way: int = 5
+    k_shot: int = 5
+    q_query: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.n_way >= 2, f"data.n_way must be >= 2, got {self.n_way}")
+        _check(self.k_shot >= 1, f"data.k_shot must be >= 1, got {self.k_shot}")
+        _check(self.q_query >= 1, f"data.q_query must be >= 1, got {self.q_query}")
+        _check(len(self.meta_train) >= 1, "data.meta_train needs at least one task family")
+
+    def resolved_dir(self) -> Path:
+        raw = self.data_dir or os.environ.get(DATA_DIR_ENV, "")
+        if not raw:
+            raise ConfigError(f"no data directory: set data.data_dir=PATH or the environment variable {DATA_DIR_ENV}")
+        path = Path(raw).expanduser()
+        if not path.is_dir():
+            raise ConfigError(
+                f"data directory {path} does not exist; set data.data_dir=PATH or {DATA_DIR_ENV} to the folder "
+                "holding clinc150/, banking77/ and snips/"
+            )
+        return path
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    algorithm: str = "reptile"  # reptile | fomaml | multitask
+    rounds: int = 40
+    meta_batch_size: int = 4
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    outer_optimizer: str = "sgd"
+    outer_lr: float = 0.5
+    outer_momentum: float = 0.0
+    eval_every: int = 10  # rounds between meta-validations (0: never)
+    val_episodes: int = 8
+    val_steps: int = 5  # adaptation budget at meta-validation
+
+    def __post_init__(self) -> None:
+        _check(self.algorithm in OUTER_ALGORITHMS, f"meta.algorithm must be one of {OUTER_ALGORITHMS}")
+        _check(self.outer_optimizer in OUTER_OPTIMIZERS, f"meta.outer_optimizer must be one of {OUTER_OPTIMIZERS}")
+        _check(self.rounds >= 1, f"meta.rounds must be >= 1, got {self.rounds}")
+        _check(self.meta_batch_size >= 1, f"meta.meta_batch_size must be >= 1, got {self.meta_batch_size}")
+        _check(self.outer_lr > 0, f"meta.outer_lr must be > 0, got {self.outer_lr}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    protocol: str = "full"  # full: all classes of the target, K-shot; episodes: N-way K-shot
+    target: str = "banking77"
+    shots: tuple[int, ...] = (5, 10)
+    draws: int = 1  # support draws (full protocol)
+    episodes: int = 200  # episodes (episodes protocol)
+    n_way: int = 5
+    q_query: int = 15
+    query_per_class: int = 0  # full protocol: cap on test examples per class (0: all)
+    steps: tuple[int, ...] = (0, 5, 20, 80)
+    inner: InnerConfig = field(default_factory=lambda: InnerConfig(steps=80, lr=1e-2, batch_ways=16))
+    methods: tuple[str, ...] = ("protonet", "linear_probe", "random", "text", "reptile")
+    checkpoints: dict[str, str] = field(default_factory=dict)  # method -> checkpoint dir or file
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        _check(self.protocol in ("full", "episodes"), f"eval.protocol must be full or episodes, got {self.protocol!r}")
+        for method in self.methods:
+            _check(method in EVAL_METHODS, f"eval.methods: unknown method {method!r}{_suggest(method, EVAL_METHODS)}")
+        _check(list(self.steps) == sorted(set(self.steps)), "eval.steps must be increasing")
+        _check(bool(self.shots) and min(self.shots) >= 1, "eval.shots must be positive")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str = ""  # empty: $RAY_ADDRESS, else an embedded local Ray
+    num_actors: int = 2
+    cpus_per_actor: float = 1.0
+    num_cpus: int = 0  # embedded Ray's CPUs (0: num_actors * cpus_per_actor)
+    torch_threads: int = 1  # intra-op threads per actor
+    local: bool = False  # run the same loop in this process, without Ray (benchmarks, debugging)
+
+    def __post_init__(self) -> None:
+        _check(self.num_actors >= 1, f"ray.num_actors must be >= 1, got {self.num_actors}")
+        _check(self.cpus_per_actor > 0, "ray.cpus_per_actor must be > 0")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "runs/default"
+    keep_last: int = 3
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _suggest(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(valid))}"
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path.rstrip('.')} must be a mapping of {hint.__name__} fields, got {value!r}")
+        return build(hint, value, path)
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        (item_type, _) = typing.get_args(hint)
+        return tuple(_coerce(v, item_type, f"{path}[{i}]") for i, v in enumerate(items))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        value = _number(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and value != int(value)):
+            raise ConfigError(f"{path} must be {'an integer' if hint is int else 'a number'}, got {value!r}")
+        return hint(value)
+    if hint is str:
+        return "" if value is None else str(value)
+    return value
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads `1e-3` as a string; accept it as the number it spells."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def build(cls, values: dict[str, Any], prefix: str = ""):
+    """Build dataclass `cls` from a nested dict, refusing unknown keys by name."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown key {path}{_suggest_path(prefix, key, fields)}")
+        hint = hints[key]
+        kwargs[key] = _coerce(value, hint, f"{path}." if dataclasses.is_dataclass(hint) else path)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {err}") from err
+
+
+def _suggest_path(prefix: str, key: str, valid) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+
+
+def apply_override(tree: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like section.key=value")
+    dotted, raw = override.split("=", 1)
+    parts = dotted.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] = ()) -> ExperimentConfig:
+    """Read YAML (or start from defaults), apply dotted overrides, validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        tree = loaded
+    for override in overrides:
+        apply_override(tree, override)
+    return build(ExperimentConfig, tree)
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists), ready for YAML/JSON."""
+
+    def plain(value):
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(cfg))

@@ -1,0 +1,35 @@
+"""Pure PyTorch: soft prompts, the inner loop, heads and outer pseudo-gradients.
+
+Imports torch only (no ray, deepspeed, transformers); a test checks this.
+"""
+
+from metaray.core.adapt import AdaptResult, InnerConfig, adapt
+from metaray.core.heads import LinearHead, cosine_logits, fit_linear_probe, leave_one_out_loss, prototypes
+from metaray.core.outer import (
+    OUTER_ALGORITHMS,
+    make_outer_optimizer,
+    mean_pseudo_gradient,
+    outer_step,
+    query_gradient,
+    reptile_pseudo_gradient,
+)
+from metaray.core.prompt import PROMPT_INITS, SoftPrompt
+
+__all__ = [
+    "OUTER_ALGORITHMS",
+    "PROMPT_INITS",
+    "AdaptResult",
+    "InnerConfig",
+    "LinearHead",
+    "SoftPrompt",
+    "adapt",
+    "cosine_logits",
+    "fit_linear_probe",
+    "leave_one_out_loss",
+    "make_outer_optimizer",
+    "mean_pseudo_gradient",
+    "outer_step",
+    "prototypes",
+    "query_gradient",
+    "reptile_pseudo_gradient",
+]

@@ -1,0 +1,77 @@
+"""Per-task heads on L2-normalised sentence embeddings.
+
+Prototype head (Snell et al. 2017) with cosine similarity, and a linear probe
+(multinomial logistic regression, L-BFGS) initialised from the prototypes, as the
+Proto-MAML head of Triantafillou et al. 2020.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(C, D) normalised class means of (N, D) embeddings with labels in [0, C)."""
+    sums = torch.zeros(n_classes, embeddings.shape[1], dtype=embeddings.dtype).index_add(0, labels, embeddings)
+    counts = torch.bincount(labels, minlength=n_classes).clamp(min=1).unsqueeze(1)
+    return F.normalize(sums / counts, dim=-1)
+
+
+def cosine_logits(embeddings: torch.Tensor, protos: torch.Tensor, scale: float) -> torch.Tensor:
+    """(N, C) scaled cosine similarities; `embeddings` (N, D) already normalised."""
+    return scale * embeddings @ protos.T
+
+
+def leave_one_out_loss(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int, scale: float) -> torch.Tensor:
+    """Prototypical loss on a support set, each example scored against its own class's
+    prototype computed without it (where the class has another example), so the loss
+    does not reward memorising single points. Differentiable in `embeddings`."""
+    sums = torch.zeros(n_classes, embeddings.shape[1], dtype=embeddings.dtype).index_add(0, labels, embeddings)
+    counts = torch.bincount(labels, minlength=n_classes).to(embeddings.dtype)
+    logits = scale * embeddings @ F.normalize(sums / counts.clamp(min=1).unsqueeze(1), dim=-1).T
+    own_count = counts[labels]
+    has_other = own_count > 1
+    own_sum = sums[labels] - embeddings * has_other.unsqueeze(1)
+    own_proto = F.normalize(own_sum / (own_count - has_other.to(embeddings.dtype)).unsqueeze(1), dim=-1)
+    own_logit = scale * (embeddings * own_proto).sum(-1)
+    logits = logits.scatter(1, labels.unsqueeze(1), own_logit.unsqueeze(1))
+    return F.cross_entropy(logits, labels)
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """logits = scale · (x Wᵀ + b); W (C, D), b (C,)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    scale: float
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.scale * (embeddings @ self.weight.T + self.bias)
+
+
+def fit_linear_probe(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    scale: float,
+    weight_decay: float = 1e-3,
+    max_iter: int = 100,
+) -> LinearHead:
+    """Logistic regression on frozen (N, D) embeddings, started at the prototypes."""
+    x = embeddings.detach().float()
+    weight = prototypes(x, labels, n_classes).clone().requires_grad_(True)
+    bias = torch.zeros(n_classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(scale * (x @ weight.T + bias), labels) + weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return LinearHead(weight.detach(), bias.detach(), scale)

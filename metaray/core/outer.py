@@ -1,0 +1,61 @@
+"""Outer pseudo-gradients and the meta step.
+
+Both outer algorithms reduce to "mean of per-task pseudo-gradients, then any torch
+optimizer", so the aggregator never needs to know which one runs:
+
+- Reptile (Nichol et al. 2018, Alg. 2, batched): g_i = θ − φ_i. With SGD at lr ε the
+  update is θ ← θ + ε · mean_i(φ_i − θ).
+- First-order MAML (Finn et al. 2017, §5.2): g_i = ∇_φ L_query(φ) at φ = φ_i.
+- Multi-task (joint training, SPoT-style transfer; Vu et al. 2022): g_i = ∇_θ L_task(θ),
+  i.e. first-order MAML with zero inner steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+OUTER_ALGORITHMS = ("reptile", "fomaml", "multitask")
+OUTER_OPTIMIZERS = ("sgd", "adam")
+
+
+def reptile_pseudo_gradient(meta_prompt: torch.Tensor, adapted_prompt: torch.Tensor) -> torch.Tensor:
+    """g = θ − φ, shape (P, D)."""
+    return (meta_prompt - adapted_prompt).detach()
+
+
+def query_gradient(adapted_prompt: torch.Tensor, query_loss_fn) -> tuple[torch.Tensor, float]:
+    """∇_φ L_query(φ), shape (P, D), and the loss value (the FOMAML pseudo-gradient)."""
+    phi = adapted_prompt.detach().clone().requires_grad_(True)
+    loss = query_loss_fn(phi)
+    (grad,) = torch.autograd.grad(loss, phi)
+    return grad.detach(), float(loss.detach())
+
+
+def mean_pseudo_gradient(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean over tasks of (P, D) pseudo-gradients."""
+    if not grads:
+        raise ValueError("mean_pseudo_gradient needs at least one task's pseudo-gradient")
+    shapes = {tuple(g.shape) for g in grads}
+    if len(shapes) != 1:
+        raise ValueError(f"pseudo-gradients disagree in shape: {sorted(shapes)}")
+    return torch.stack([g.float() for g in grads]).mean(dim=0)
+
+
+def make_outer_optimizer(meta_prompt: torch.nn.Parameter, name: str, lr: float, momentum: float = 0.0):
+    """Any torch optimizer works; these two are the ones configs can name."""
+    if name == "sgd":
+        return torch.optim.SGD([meta_prompt], lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam([meta_prompt], lr=lr)
+    raise ValueError(f"outer optimizer must be one of {OUTER_OPTIMIZERS}, got {name!r}")
+
+
+def outer_step(meta_prompt: torch.nn.Parameter, optimizer: torch.optim.Optimizer, grad: torch.Tensor) -> None:
+    """Write the mean pseudo-gradient into θ.grad and step the outer optimizer."""
+    if grad.shape != meta_prompt.shape:
+        raise ValueError(f"pseudo-gradient shape {tuple(grad.shape)} != meta prompt {tuple(meta_prompt.shape)}")
+    optimizer.zero_grad(set_to_none=True)
+    meta_prompt.grad = grad.to(meta_prompt.dtype).clone()
+    optimizer.step()

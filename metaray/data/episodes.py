@@ -1,0 +1,133 @@
+"""Deterministic N-way K-shot episodes from (seed, family, index).
+
+A `TaskSpec` is a few integers and a family name: it is what travels to an actor,
+never the data. The actor rebuilds the same `Episode` from its own copy of the corpus.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from metaray.data.sources import Corpus, DataError
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task. n_way=0: every class of the family (full-label protocol); q_query=0:
+    every remaining example of each chosen class (capped by nothing). With
+    `support_family` set, the support set is drawn from that corpus (e.g. BANKING77's
+    train file) and the query set from `family` (its test file)."""
+
+    family: str
+    index: int
+    n_way: int
+    k_shot: int
+    q_query: int
+    seed: int = 0
+    support_family: str = ""
+
+
+@dataclass(frozen=True)
+class Episode:
+    """Support and query sets with labels in [0, n_classes)."""
+
+    support_texts: tuple[str, ...]
+    support_labels: np.ndarray
+    query_texts: tuple[str, ...]
+    query_labels: np.ndarray
+    label_names: tuple[str, ...]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.label_names)
+
+
+def episode_rng(spec: TaskSpec) -> np.random.Generator:
+    """Independent of process, platform and Python hash seed."""
+    return np.random.default_rng([spec.seed, zlib.crc32(spec.family.encode()), spec.index])
+
+
+def check_feasible(corpus: Corpus, n_way: int, needed_per_class: int) -> None:
+    """Refuse an episode shape the corpus cannot supply, before any work starts."""
+    counts = np.bincount(corpus.labels, minlength=len(corpus.label_names))
+    if n_way > len(counts):
+        raise DataError(f"n_way={n_way} but {corpus.name} has only {len(counts)} classes")
+    eligible = int((counts >= needed_per_class).sum())
+    if eligible < max(n_way, 1):
+        raise DataError(
+            f"k_shot + q_query = {needed_per_class} examples per class, but only {eligible} classes of "
+            f"{corpus.name} have that many (fewest: {counts.min()}); lower data.k_shot or data.q_query"
+        )
+
+
+def sample_episode(spec: TaskSpec, corpus: Corpus, support_corpus: Corpus | None = None) -> Episode:
+    """The episode `spec` names; identical for identical (spec, corpus)."""
+    rng = episode_rng(spec)
+    by_class = corpus.indices_by_class()
+    if support_corpus is not None:
+        return _split_episode(spec, rng, by_class, corpus, support_corpus)
+    needed = spec.k_shot + spec.q_query
+    eligible = [c for c, idx in enumerate(by_class) if len(idx) >= needed]
+    n_way = spec.n_way or len(eligible)
+    if n_way > len(eligible):
+        raise DataError(
+            f"{spec.family}: {n_way}-way with {needed} examples per class, only {len(eligible)} classes qualify"
+        )
+    classes = sorted(rng.choice(eligible, size=n_way, replace=False).tolist())
+    support, query = [], []
+    for new_label, c in enumerate(classes):
+        chosen = rng.choice(by_class[c], size=needed, replace=False)
+        support += [(i, new_label) for i in chosen[: spec.k_shot]]
+        query += [(i, new_label) for i in chosen[spec.k_shot :]]
+    return _episode(corpus, corpus, support, query, classes)
+
+
+def _split_episode(spec, rng, by_class, corpus: Corpus, support_corpus: Corpus) -> Episode:
+    if support_corpus.label_names != corpus.label_names:
+        raise DataError(f"{support_corpus.name} and {corpus.name} disagree on their label set")
+    support_by_class = support_corpus.indices_by_class()
+    support, query = [], []
+    for c in range(len(corpus.label_names)):
+        if len(support_by_class[c]) < spec.k_shot:
+            raise DataError(
+                f"{support_corpus.name}: class {corpus.label_names[c]!r} has fewer than {spec.k_shot} examples"
+            )
+        support += [(i, c) for i in rng.choice(support_by_class[c], size=spec.k_shot, replace=False)]
+        pool = by_class[c]
+        if spec.q_query:
+            pool = rng.choice(pool, size=min(spec.q_query, len(pool)), replace=False)
+        query += [(i, c) for i in sorted(pool)]
+    return _episode(support_corpus, corpus, support, query, list(range(len(corpus.label_names))))
+
+
+def _episode(support_corpus: Corpus, query_corpus: Corpus, support, query, classes) -> Episode:
+    return Episode(
+        support_texts=tuple(support_corpus.texts[i] for i, _ in support),
+        support_labels=np.array([lab for _, lab in support], dtype=np.int64),
+        query_texts=tuple(query_corpus.texts[i] for i, _ in query),
+        query_labels=np.array([lab for _, lab in query], dtype=np.int64),
+        label_names=tuple(query_corpus.label_names[c] for c in classes),
+    )
+
+
+@dataclass(frozen=True)
+class TaskSampler:
+    """Meta-training tasks: task t of the run is `spec(t)`, a pure function of t, so a
+    resumed run continues the same sequence. A family is chosen per task with
+    probability proportional to its number of classes."""
+
+    families: tuple[str, ...]
+    class_counts: tuple[int, ...]
+    n_way: int
+    k_shot: int
+    q_query: int
+    seed: int
+
+    def spec(self, task_index: int) -> TaskSpec:
+        rng = np.random.default_rng([self.seed, 0x7A5C, task_index])
+        weights = np.array(self.class_counts, dtype=float)
+        family = self.families[int(rng.choice(len(self.families), p=weights / weights.sum()))]
+        return TaskSpec(family, task_index, self.n_way, self.k_shot, self.q_query, self.seed)

@@ -1,0 +1,20 @@
+"""Ray: task-adapter actors, the aggregator actor and the meta-training driver."""
+
+from metaray.distributed.adapter import EvalResult, TaskAdapter, TaskResult
+from metaray.distributed.aggregator import MetaAggregator
+from metaray.distributed.driver import meta_validate, preflight, train
+from metaray.distributed.runners import LocalRunner, RayRunner, connect, make_runner
+
+__all__ = [
+    "EvalResult",
+    "LocalRunner",
+    "MetaAggregator",
+    "RayRunner",
+    "TaskAdapter",
+    "TaskResult",
+    "connect",
+    "make_runner",
+    "meta_validate",
+    "preflight",
+    "train",
+]

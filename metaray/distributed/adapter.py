@@ -1,0 +1,121 @@
+"""The task adapter: adapts θ on one task at a time (runs inside a Ray actor).
+
+It loads the frozen backbone and the data sets once, when it starts; per task it
+receives θ (through the object store) and a `TaskSpec` (a few integers), rebuilds
+the episode from its own copy of the data, and returns the pseudo-gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from metaray.config import ExperimentConfig, PromptConfig
+from metaray.core import InnerConfig, adapt, query_gradient, reptile_pseudo_gradient
+from metaray.data import Episode, SourceConfig, TaskSpec, load_corpus, sample_episode
+from metaray.models import HEADS, PromptedClassifier, PromptedEncoder
+
+
+@dataclass
+class TaskResult:
+    """One task's contribution to a meta-round: g_i, shape (P, D), and its losses."""
+
+    pseudo_grad: torch.Tensor
+    support_loss: float  # mean inner-loop support loss (before each step)
+    query_loss: float  # query loss at φ_i (at θ for multitask)
+    spec: TaskSpec
+
+
+@dataclass
+class EvalResult:
+    """Query accuracy (%) per head at each adaptation budget, and the adaptation time."""
+
+    spec: TaskSpec
+    accuracy: dict[int, dict[str, float]]  # step -> head -> accuracy
+    adapt_seconds: float  # wall-clock to adapt at the full budget: inner loop + support encoding + heads
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def source_config(cfg: ExperimentConfig) -> SourceConfig:
+    return SourceConfig(
+        data_dir=str(cfg.data.resolved_dir()),
+        clinc150_val_domains=cfg.data.clinc150_val_domains,
+        clinc150_test_domains=cfg.data.clinc150_test_domains,
+    )
+
+
+class TaskAdapter:
+    """Holds one frozen backbone; `adapt` and `evaluate` are its per-task methods."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        torch.set_num_threads(cfg.ray.torch_threads)
+        self.cfg = cfg
+        self.sources = source_config(cfg)
+        self.classifier = PromptedClassifier(PromptedEncoder(cfg.model))
+
+    def backbone_digest(self) -> str:
+        """sha256 over every backbone parameter and buffer: equal digests, equal bits."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.classifier.encoder.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def init_prompt(self, prompt_cfg: PromptConfig | None = None) -> torch.Tensor:
+        return self.classifier.init_prompt(prompt_cfg or self.cfg.prompt)
+
+    def episode(self, spec: TaskSpec) -> Episode:
+        support = load_corpus(spec.support_family, self.sources) if spec.support_family else None
+        return sample_episode(spec, load_corpus(spec.family, self.sources), support)
+
+    def adapt(self, meta_prompt: torch.Tensor, spec: TaskSpec) -> TaskResult:
+        """φ_i from k inner steps on the support set, then g_i per `meta.algorithm`."""
+        episode = self.episode(spec)
+        meta = self.cfg.meta
+
+        def query_loss(prompt: torch.Tensor) -> torch.Tensor:
+            return self.classifier.query_loss(prompt, episode)
+
+        if meta.algorithm == "multitask":
+            grad, loss = query_gradient(meta_prompt, query_loss)
+            return TaskResult(grad, loss, loss, spec)
+        loss_fn = self.classifier.support_loss_fn(episode, meta.inner, seed=spec.index)
+        result = adapt({"prompt": meta_prompt}, loss_fn, meta.inner)
+        support_loss = sum(result.losses) / max(len(result.losses), 1)
+        phi = result.adapted_prompt
+        if meta.algorithm == "fomaml":
+            grad, loss = query_gradient(phi, query_loss)
+        else:
+            grad = reptile_pseudo_gradient(meta_prompt, phi)
+            with torch.no_grad():
+                loss = float(query_loss(phi))
+        return TaskResult(grad, support_loss, loss, spec)
+
+    def evaluate(
+        self, init: torch.Tensor | None, spec: TaskSpec, steps: tuple[int, ...], inner: InnerConfig, heads=HEADS
+    ) -> EvalResult:
+        """Adapt from `init` with budget max(steps) on the support set; score the query
+        set after each budget in `steps`. `init=None`: no prompt, no adaptation."""
+        episode = self.episode(spec)
+        if init is None:
+            scores, support_seconds = self.classifier.score(None, episode, heads)
+            return EvalResult(spec, {0: scores}, support_seconds)
+        accuracy: dict[int, dict[str, float]] = {}
+        scoring = support_seconds = 0.0
+
+        def on_step(step: int, params: dict[str, torch.Tensor]) -> None:
+            nonlocal scoring, support_seconds
+            if step in steps:
+                start = time.perf_counter()
+                accuracy[step], support_seconds = self.classifier.score(params["prompt"], episode, heads)
+                scoring += time.perf_counter() - start
+
+        budget = dataclasses.replace(inner, steps=max(steps))
+        start = time.perf_counter()
+        adapt({"prompt": init}, self.classifier.support_loss_fn(episode, budget, seed=spec.index), budget, on_step)
+        inner_seconds = time.perf_counter() - start - scoring
+        return EvalResult(spec, accuracy, inner_seconds + support_seconds)

@@ -1,0 +1,141 @@
+"""Where the task adapters and the aggregator run: Ray actors, or this process.
+
+Both runners expose the same four calls, so the training loop and the evaluation
+protocol are written once. The local runner exists to measure what Ray costs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Protocol
+
+import ray
+import torch
+
+from metaray.config import ExperimentConfig, PromptConfig, RayConfig
+from metaray.core import InnerConfig
+from metaray.data import TaskSpec
+from metaray.distributed.adapter import EvalResult, TaskAdapter
+from metaray.distributed.aggregator import MetaAggregator
+
+EvalUnit = tuple[torch.Tensor | None, TaskSpec]  # (init prompt or None, task)
+
+
+class Runner(Protocol):
+    def init_prompt(self, prompt_cfg: PromptConfig | None = None) -> torch.Tensor: ...
+    def start(self, meta_prompt: torch.Tensor, state: dict | None = None) -> None: ...
+    def round(self, specs: list[TaskSpec]) -> dict[str, float]: ...
+    def meta_prompt(self) -> torch.Tensor: ...
+    def aggregator_state(self) -> dict: ...
+    def evaluate(
+        self, units: list[EvalUnit], steps: tuple[int, ...], inner: InnerConfig, heads
+    ) -> list[EvalResult]: ...
+    def backbone_digests(self) -> list[str]: ...
+    def shutdown(self) -> None: ...
+
+
+class LocalRunner:
+    """One adapter and the aggregator in this process, tasks one after another."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.adapter = TaskAdapter(cfg)
+        self.aggregator: MetaAggregator | None = None
+
+    def init_prompt(self, prompt_cfg: PromptConfig | None = None) -> torch.Tensor:
+        return self.adapter.init_prompt(prompt_cfg)
+
+    def start(self, meta_prompt: torch.Tensor, state: dict | None = None) -> None:
+        self.aggregator = MetaAggregator(meta_prompt, self.cfg.meta)
+        if state is not None:
+            self.aggregator.load_state_dict(state)
+
+    def round(self, specs: list[TaskSpec]) -> dict[str, float]:
+        theta = self.aggregator.get_meta_prompt()
+        return self.aggregator.step(*[self.adapter.adapt(theta, spec) for spec in specs])
+
+    def meta_prompt(self) -> torch.Tensor:
+        return self.aggregator.get_meta_prompt()
+
+    def aggregator_state(self) -> dict:
+        return self.aggregator.state_dict()
+
+    def evaluate(self, units, steps, inner, heads) -> list[EvalResult]:
+        return [self.adapter.evaluate(init, spec, steps, inner, heads) for init, spec in units]
+
+    def backbone_digests(self) -> list[str]:
+        return [self.adapter.backbone_digest()]
+
+    def shutdown(self) -> None:
+        pass
+
+
+def connect(cfg: RayConfig) -> None:
+    """Join `ray.address` / $RAY_ADDRESS, or start an embedded local Ray sized by the config."""
+    if ray.is_initialized():
+        return
+    address = cfg.address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    num_cpus = cfg.num_cpus or math.ceil(cfg.num_actors * cfg.cpus_per_actor)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+
+
+class RayRunner:
+    """N task-adapter actors (one backbone each) and one aggregator actor that owns θ.
+
+    Per round θ enters the object store once (the aggregator's return value), each
+    actor gets that reference and a small `TaskSpec`, and the pseudo-gradients go
+    straight from the adapters to the aggregator as object references.
+    """
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        connect(cfg.ray)
+        self.cfg = cfg
+        adapter_cls = ray.remote(TaskAdapter).options(num_cpus=cfg.ray.cpus_per_actor, max_restarts=0)
+        self.actors = [adapter_cls.remote(cfg) for _ in range(cfg.ray.num_actors)]
+        self.aggregator = None
+
+    def init_prompt(self, prompt_cfg: PromptConfig | None = None) -> torch.Tensor:
+        return ray.get(self.actors[0].init_prompt.remote(prompt_cfg))
+
+    def start(self, meta_prompt: torch.Tensor, state: dict | None = None) -> None:
+        # The aggregator is light (averaging (P, D) tensors); it must not hold a CPU
+        # the adapters need on a small machine.
+        self.aggregator = ray.remote(MetaAggregator).options(num_cpus=0).remote(meta_prompt, self.cfg.meta)
+        if state is not None:
+            ray.get(self.aggregator.load_state_dict.remote(state))
+
+    def round(self, specs: list[TaskSpec]) -> dict[str, float]:
+        theta_ref = self.aggregator.get_meta_prompt.remote()
+        results = [self.actors[i % len(self.actors)].adapt.remote(theta_ref, spec) for i, spec in enumerate(specs)]
+        return ray.get(self.aggregator.step.remote(*results))
+
+    def meta_prompt(self) -> torch.Tensor:
+        return ray.get(self.aggregator.get_meta_prompt.remote())
+
+    def aggregator_state(self) -> dict:
+        return ray.get(self.aggregator.state_dict.remote())
+
+    def evaluate(self, units, steps, inner, heads) -> list[EvalResult]:
+        refs_by_init: dict[int, ray.ObjectRef] = {}
+        futures = []
+        for i, (init, spec) in enumerate(units):
+            ref = None
+            if init is not None:
+                ref = refs_by_init.setdefault(id(init), ray.put(init))
+            futures.append(self.actors[i % len(self.actors)].evaluate.remote(ref, spec, steps, inner, heads))
+        return ray.get(futures)
+
+    def backbone_digests(self) -> list[str]:
+        return ray.get([actor.backbone_digest.remote() for actor in self.actors])
+
+    def shutdown(self) -> None:
+        for actor in self.actors + ([self.aggregator] if self.aggregator else []):
+            ray.kill(actor)
+
+
+def make_runner(cfg: ExperimentConfig) -> Runner:
+    return LocalRunner(cfg) if cfg.ray.local else RayRunner(cfg)

@@ -1,0 +1,145 @@
+"""The meta-test protocol and its baselines, shared by the CLI, Tune and benchmarks.
+
+Every method adapts from its own initialisation on each test task's support set with
+the same budget (`eval.inner`, up to max(`eval.steps`) steps) and is scored on the
+query set after each budget in `eval.steps`, with two heads on the same embeddings:
+cosine prototypes (`proto`) and a linear probe fit on the support set (`probe`).
+
+Methods: protonet and linear_probe (frozen backbone, no prompt); random / text /
+vocab (prompt tuning from that init); multitask, reptile, fomaml (an init read from
+a meta-training checkpoint named in `eval.checkpoints`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metaray.checkpoint import load_checkpoint
+from metaray.config import ConfigError, EvalConfig, ExperimentConfig
+from metaray.data import TaskSpec, check_feasible, load_corpus
+from metaray.distributed.adapter import EvalResult, source_config
+from metaray.distributed.runners import Runner, make_runner
+from metaray.models import check_backbone
+
+NO_PROMPT = {"protonet": ("proto",), "linear_probe": ("probe",)}
+INIT_METHODS = ("random", "text", "vocab")
+CHECKPOINT_METHODS = ("multitask", "reptile", "fomaml")
+
+
+def meta_test_specs(ev: EvalConfig, shot: int) -> list[TaskSpec]:
+    """The test tasks of one setting: support draws (full) or episodes."""
+    if ev.protocol == "full":
+        return [
+            TaskSpec(ev.target, d, 0, shot, ev.query_per_class, ev.seed, f"{ev.target}/train") for d in range(ev.draws)
+        ]
+    return [TaskSpec(ev.target, i, ev.n_way, shot, ev.q_query, ev.seed) for i in range(ev.episodes)]
+
+
+def setting_name(ev: EvalConfig, shot: int, n_classes: int) -> str:
+    return f"{n_classes if ev.protocol == 'full' else ev.n_way}-way {shot}-shot"
+
+
+def preflight(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
+    """Check data, shapes, backbone and checkpoints before any work; return the
+    checkpoint inits by method."""
+    ev, sources = cfg.eval, source_config(cfg)
+    check_backbone(cfg.model)
+    corpus = load_corpus(ev.target, sources)
+    if ev.protocol == "episodes":
+        check_feasible(corpus, ev.n_way, max(ev.shots) + ev.q_query)
+    else:
+        load_corpus(f"{ev.target}/train", sources)
+    inits = {}
+    for method in ev.methods:
+        if method in CHECKPOINT_METHODS:
+            if method not in ev.checkpoints:
+                raise ConfigError(f"eval.methods has {method!r} but eval.checkpoints.{method} names no checkpoint")
+            state, _ = load_checkpoint(ev.checkpoints[method])
+            inits[method] = state["meta_prompt"]
+    return inits
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    """Mean and 95% normal-approximation confidence half-width."""
+    arr = np.asarray(values, dtype=float)
+    ci = 1.96 * arr.std(ddof=1) / math.sqrt(len(arr)) if len(arr) > 1 else 0.0
+    return {"mean": float(arr.mean()), "ci95": float(ci), "n": len(arr)}
+
+
+def _method_rows(method: str, results: list[EvalResult]) -> dict:
+    steps = sorted(results[0].accuracy)
+    heads = sorted(results[0].accuracy[steps[0]])
+    rows = {head: {str(step): summarise([r.accuracy[step][head] for r in results]) for step in steps} for head in heads}
+    return {"heads": rows, "adapt_seconds": summarise([r.adapt_seconds for r in results])}
+
+
+def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool = True) -> dict:
+    """Run every method of `cfg.eval` on every setting; returns the result tree."""
+    ev = cfg.eval
+    inits = preflight(cfg)
+    own_runner = runner is None
+    runner = runner or make_runner(cfg)
+    out: dict = {"config": dataclasses.asdict(ev), "settings": {}}
+    try:
+        for method in INIT_METHODS:
+            if method in ev.methods:
+                inits[method] = runner.init_prompt(dataclasses.replace(cfg.prompt, init=method))
+        n_classes = len(load_corpus(ev.target, source_config(cfg)).label_names)
+        for shot in ev.shots:
+            specs = meta_test_specs(ev, shot)
+            name = setting_name(ev, shot, n_classes)
+            out["settings"][name] = {}
+            for method in ev.methods:
+                start = time.perf_counter()
+                if method in NO_PROMPT:
+                    results = runner.evaluate([(None, s) for s in specs], (0,), ev.inner, NO_PROMPT[method])
+                else:
+                    results = runner.evaluate(
+                        [(inits[method], s) for s in specs], ev.steps, ev.inner, ("proto", "probe")
+                    )
+                out["settings"][name][method] = _method_rows(method, results)
+                if progress:
+                    print(f"[eval] {name} {method}: {time.perf_counter() - start:.0f}s", flush=True)
+    finally:
+        if own_runner:
+            runner.shutdown()
+    return out
+
+
+def format_table(result: dict) -> str:
+    """One markdown table per setting: method/head rows, one column per budget."""
+    lines = []
+    for name, methods in result["settings"].items():
+        steps = sorted({int(s) for m in methods.values() for h in m["heads"].values() for s in h}, key=int)
+        lines += [f"\n{name}", "| method | head | " + " | ".join(f"{s} steps" for s in steps) + " | adapt s |"]
+        lines.append("|---|---|" + "---|" * len(steps) + "---|")
+        for method, row in methods.items():
+            for head, by_step in row["heads"].items():
+                cells = [
+                    f"{by_step[str(s)]['mean']:.1f} ± {by_step[str(s)]['ci95']:.1f}" if str(s) in by_step else ""
+                    for s in steps
+                ]
+                lines.append(f"| {method} | {head} | " + " | ".join(cells) + f" | {row['adapt_seconds']['mean']:.1f} |")
+    return "\n".join(lines)
+
+
+def write_result(result: dict, path: Path, command: str) -> None:
+    """JSON with the command, machine and date beside every figure."""
+    result = {
+        "command": command,
+        "machine": f"{platform.node()} {platform.machine()}, {torch.get_num_threads()} threads, CPU",
+        "date": time.strftime("%Y-%m-%d"),
+        **result,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(path)

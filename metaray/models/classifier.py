@@ -1,0 +1,94 @@
+"""The prompted intent classifier: frozen encoder + soft prompt + per-task head.
+
+Losses and scores for one `Episode`; everything the inner loop, the outer
+pseudo-gradients and evaluation need from the model lives here.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metaray.config import PromptConfig
+from metaray.core import InnerConfig, SoftPrompt, cosine_logits, fit_linear_probe, leave_one_out_loss, prototypes
+from metaray.core.adapt import LossFn
+from metaray.data import Episode
+from metaray.models.encoder import PromptedEncoder
+
+HEADS = ("proto", "probe")
+
+
+class PromptedClassifier:
+    """Prototype (or linear-probe) classification of prompted sentence embeddings."""
+
+    def __init__(self, encoder: PromptedEncoder) -> None:
+        self.encoder = encoder
+        self.scale = encoder.cfg.scale
+
+    def init_prompt(self, cfg: PromptConfig) -> torch.Tensor:
+        """θ₀, shape (P, D), per `prompt.init`."""
+        table = self.encoder.embedding_table.detach()
+        generator = torch.Generator().manual_seed(cfg.seed)
+        if cfg.init == "random":
+            return SoftPrompt.random(cfg.length, table, generator).weight.detach()
+        if cfg.init == "vocab":
+            return SoftPrompt.from_vocab(cfg.length, table, generator).weight.detach()
+        return SoftPrompt.from_text(cfg.length, table, self.encoder.token_ids(cfg.text)).weight.detach()
+
+    def support_loss_fn(self, episode: Episode, inner: InnerConfig, seed: int) -> LossFn:
+        """Leave-one-out prototypical loss on an inner mini-episode of at most
+        `inner.batch_ways` classes x `inner.batch_shots` examples of the support set,
+        drawn afresh at each step from (seed, step)."""
+        labels = episode.support_labels
+        n = episode.n_classes
+
+        def loss(params: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+            rng = np.random.default_rng([seed, step])
+            classes = np.arange(n)
+            if n > inner.batch_ways:
+                classes = np.sort(rng.choice(n, inner.batch_ways, replace=False))
+            relabel = -np.ones(n, dtype=np.int64)
+            relabel[classes] = np.arange(len(classes))
+            rows = np.flatnonzero(relabel[labels] >= 0)
+            if inner.batch_shots:
+                rows = np.concatenate([_at_most(rng, rows[labels[rows] == c], inner.batch_shots) for c in classes])
+            emb = self.encoder.embed([episode.support_texts[i] for i in rows], params["prompt"])
+            return leave_one_out_loss(emb, torch.from_numpy(relabel[labels[rows]]), len(classes), self.scale)
+
+        return loss
+
+    def query_loss(self, prompt: torch.Tensor, episode: Episode) -> torch.Tensor:
+        """Cross-entropy of the query set against support prototypes, both under `prompt`."""
+        support = self.encoder.embed(episode.support_texts, prompt)
+        query = self.encoder.embed(episode.query_texts, prompt)
+        protos = prototypes(support, torch.from_numpy(episode.support_labels), episode.n_classes)
+        return F.cross_entropy(cosine_logits(query, protos, self.scale), torch.from_numpy(episode.query_labels))
+
+    def score(self, prompt: torch.Tensor | None, episode: Episode, heads=HEADS) -> tuple[dict[str, float], float]:
+        """Query accuracy (%) of each head, with support and query encoded under `prompt`,
+        and the seconds spent on the support side (encoding + heads): what a new task
+        costs beyond its inner loop."""
+        start = time.perf_counter()
+        support = self.encoder.encode(episode.support_texts, prompt)
+        s_labels = torch.from_numpy(episode.support_labels)
+        fitted = {}
+        if "proto" in heads:
+            protos = prototypes(support, s_labels, episode.n_classes)
+            fitted["proto"] = lambda x: cosine_logits(x, protos, self.scale)
+        if "probe" in heads:
+            fitted["probe"] = fit_linear_probe(support, s_labels, episode.n_classes, self.scale).logits
+        support_seconds = time.perf_counter() - start
+        query = self.encoder.encode(episode.query_texts, prompt)
+        q_labels = torch.from_numpy(episode.query_labels)
+        return {head: _accuracy(logits_fn(query), q_labels) for head, logits_fn in fitted.items()}, support_seconds
+
+
+def _at_most(rng: np.random.Generator, rows: np.ndarray, k: int) -> np.ndarray:
+    return np.sort(rng.choice(rows, k, replace=False)) if len(rows) > k else rows
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == labels).float().mean() * 100)

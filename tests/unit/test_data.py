@@ -1,0 +1,64 @@
+"""Episodes are deterministic from (seed, family, index); splits never share a class."""
+
+import numpy as np
+import pytest
+
+from metaray.data import DataError, SourceConfig, TaskSampler, TaskSpec, check_feasible, load_corpus, sample_episode
+
+
+@pytest.fixture(scope="module")
+def sources(data_dir):
+    return SourceConfig(data_dir, ("work",), ("travel", "kitchen_and_dining"))
+
+
+def test_corpora_have_the_published_sizes(sources):
+    assert len(load_corpus("banking77", sources).texts) == 3080
+    assert len(load_corpus("banking77/train", sources).texts) == 10003
+    assert len(load_corpus("snips", sources).label_names) == 7
+    sizes = [len(load_corpus(f"clinc150/{s}", sources).label_names) for s in ("train", "val", "test")]
+    assert sizes == [105, 15, 30] and sum(sizes) == 150
+
+
+def test_clinc150_splits_are_class_disjoint(sources):
+    names = [set(load_corpus(f"clinc150/{s}", sources).label_names) for s in ("train", "val", "test")]
+    assert not (names[0] & names[1]) and not (names[0] & names[2]) and not (names[1] & names[2])
+
+
+def test_episodes_are_deterministic(sources):
+    corpus = load_corpus("clinc150/train", sources)
+    spec = TaskSpec("clinc150/train", 17, 5, 3, 4, seed=3)
+    a, b = sample_episode(spec, corpus), sample_episode(spec, corpus)
+    assert a.support_texts == b.support_texts and a.query_texts == b.query_texts
+    assert np.array_equal(a.query_labels, b.query_labels)
+    other = sample_episode(TaskSpec("clinc150/train", 18, 5, 3, 4, seed=3), corpus)
+    assert other.support_texts != a.support_texts
+    assert len(a.support_texts) == 15 and len(a.query_texts) == 20 and a.n_classes == 5
+    assert not set(a.support_texts) & set(a.query_texts)
+
+
+def test_full_label_protocol_uses_train_for_support_and_test_for_query(sources):
+    spec = TaskSpec("banking77", 0, 0, 5, 0, 0, "banking77/train")
+    episode = sample_episode(spec, load_corpus("banking77", sources), load_corpus("banking77/train", sources))
+    assert episode.n_classes == 77 and len(episode.support_texts) == 385 and len(episode.query_texts) == 3080
+    assert set(episode.support_texts) <= set(load_corpus("banking77/train", sources).texts)
+
+
+def test_sampler_is_a_pure_function_of_the_task_index():
+    sampler = TaskSampler(("clinc150/train", "snips"), (105, 7), 5, 1, 1, seed=0)
+    assert [sampler.spec(i) for i in range(50)] == [sampler.spec(i) for i in range(50)]
+    assert {sampler.spec(i).family for i in range(200)} == {"clinc150/train", "snips"}
+
+
+def test_infeasible_shapes_are_refused(sources):
+    snips = load_corpus("snips", sources)
+    with pytest.raises(DataError, match="n_way=8 but snips has only 7 classes"):
+        check_feasible(snips, 8, 2)
+    with pytest.raises(DataError, match="k_shot \\+ q_query = 200"):
+        check_feasible(load_corpus("clinc150/val", sources), 5, 200)
+
+
+def test_missing_data_names_the_path(tmp_path):
+    with pytest.raises(DataError, match=str(tmp_path / "snips")):
+        load_corpus("snips", SourceConfig(str(tmp_path), (), ()))
+    with pytest.raises(DataError, match="unknown task family"):
+        load_corpus("imdb", SourceConfig(str(tmp_path), (), ()))
