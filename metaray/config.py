@@ -61,6 +61,7 @@ class DataConfig:
     n_way: int = 5
     k_shot: int = 5
     q_query: int = 5
+    same_domain: bool = False  # meta-train tasks draw all classes from one domain
     seed: int = 0
 
     def __post_init__(self) -> None:

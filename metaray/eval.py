@@ -27,7 +27,7 @@ from metaray.config import ConfigError, EvalConfig, ExperimentConfig
 from metaray.data import TaskSpec, check_feasible, load_corpus
 from metaray.distributed.adapter import EvalResult, source_config
 from metaray.distributed.runners import Runner, make_runner
-from metaray.models import check_backbone
+from metaray.models import HEADS, check_backbone
 
 NO_PROMPT = {"protonet": ("proto",), "linear_probe": ("probe",)}
 INIT_METHODS = ("random", "text", "vocab")
@@ -74,10 +74,9 @@ def summarise(values: list[float]) -> dict[str, float]:
     return {"mean": float(arr.mean()), "ci95": float(ci), "n": len(arr)}
 
 
-def _method_rows(method: str, results: list[EvalResult]) -> dict:
+def _method_rows(results: list[EvalResult], heads: tuple[str, ...] = HEADS) -> dict:
     steps = sorted(results[0].accuracy)
-    heads = sorted(results[0].accuracy[steps[0]])
-    rows = {head: {str(step): summarise([r.accuracy[step][head] for r in results]) for step in steps} for head in heads}
+    rows = {head: {str(t): summarise([r.accuracy[t][head] for r in results]) for t in steps} for head in heads}
     return {"heads": rows, "adapt_seconds": summarise([r.adapt_seconds for r in results])}
 
 
@@ -94,24 +93,27 @@ def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool
                 inits[method] = runner.init_prompt(dataclasses.replace(cfg.prompt, init=method))
         n_classes = len(load_corpus(ev.target, source_config(cfg)).label_names)
         for shot in ev.shots:
-            specs = meta_test_specs(ev, shot)
             name = setting_name(ev, shot, n_classes)
-            out["settings"][name] = {}
-            for method in ev.methods:
-                start = time.perf_counter()
-                if method in NO_PROMPT:
-                    results = runner.evaluate([(None, s) for s in specs], (0,), ev.inner, NO_PROMPT[method])
-                else:
-                    results = runner.evaluate(
-                        [(inits[method], s) for s in specs], ev.steps, ev.inner, ("proto", "probe")
-                    )
-                out["settings"][name][method] = _method_rows(method, results)
-                if progress:
-                    print(f"[eval] {name} {method}: {time.perf_counter() - start:.0f}s", flush=True)
+            out["settings"][name] = _run_setting(runner, ev, meta_test_specs(ev, shot), inits)
+            if progress:
+                print(f"[eval] {name}: done", flush=True)
     finally:
         if own_runner:
             runner.shutdown()
     return out
+
+
+def _run_setting(runner: Runner, ev: EvalConfig, specs: list[TaskSpec], inits: dict) -> dict:
+    """Every method on the same tasks, submitted together so that all actors stay busy.
+    protonet and linear_probe share one no-prompt encoding per task."""
+    prompted = [m for m in ev.methods if m not in NO_PROMPT]
+    plain = [m for m in ev.methods if m in NO_PROMPT]
+    units = [(inits[m], s) for m in prompted for s in specs] + [(None, s) for s in specs if plain]
+    results = runner.evaluate(units, ev.steps, ev.inner, HEADS)
+    n = len(specs)
+    rows = {m: _method_rows(results[i * n : (i + 1) * n]) for i, m in enumerate(prompted)}
+    rows |= {m: _method_rows(results[len(prompted) * n :], NO_PROMPT[m]) for m in plain}
+    return {m: rows[m] for m in ev.methods}
 
 
 def format_table(result: dict) -> str:

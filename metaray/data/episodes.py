@@ -17,9 +17,10 @@ from metaray.data.sources import Corpus, DataError
 @dataclass(frozen=True)
 class TaskSpec:
     """One task. n_way=0: every class of the family (full-label protocol); q_query=0:
-    every remaining example of each chosen class (capped by nothing). With
-    `support_family` set, the support set is drawn from that corpus (e.g. BANKING77's
-    train file) and the query set from `family` (its test file)."""
+    every remaining example of each chosen class. `same_group`: all N classes from
+    one domain of the family (harder, BANKING77-like tasks). With `support_family`
+    set, the support set is drawn from that corpus (e.g. BANKING77's train file) and
+    the query set from `family` (its test file)."""
 
     family: str
     index: int
@@ -28,6 +29,7 @@ class TaskSpec:
     q_query: int
     seed: int = 0
     support_family: str = ""
+    same_group: bool = False  # draw every class from one domain (fine-grained tasks)
 
 
 @dataclass(frozen=True)
@@ -50,16 +52,22 @@ def episode_rng(spec: TaskSpec) -> np.random.Generator:
     return np.random.default_rng([spec.seed, zlib.crc32(spec.family.encode()), spec.index])
 
 
-def check_feasible(corpus: Corpus, n_way: int, needed_per_class: int) -> None:
+def check_feasible(corpus: Corpus, n_way: int, needed_per_class: int, same_group: bool = False) -> None:
     """Refuse an episode shape the corpus cannot supply, before any work starts."""
     counts = np.bincount(corpus.labels, minlength=len(corpus.label_names))
     if n_way > len(counts):
         raise DataError(f"n_way={n_way} but {corpus.name} has only {len(counts)} classes")
-    eligible = int((counts >= needed_per_class).sum())
+    ok = counts >= needed_per_class
+    eligible = int(ok.sum())
     if eligible < max(n_way, 1):
         raise DataError(
             f"k_shot + q_query = {needed_per_class} examples per class, but only {eligible} classes of "
             f"{corpus.name} have that many (fewest: {counts.min()}); lower data.k_shot or data.q_query"
+        )
+    if same_group and np.bincount(corpus.class_groups[ok]).max() < n_way:
+        raise DataError(
+            f"data.same_domain: no domain of {corpus.name} has n_way={n_way} classes "
+            f"(largest: {np.bincount(corpus.class_groups[ok]).max()}); lower data.n_way"
         )
 
 
@@ -76,6 +84,12 @@ def sample_episode(spec: TaskSpec, corpus: Corpus, support_corpus: Corpus | None
         raise DataError(
             f"{spec.family}: {n_way}-way with {needed} examples per class, only {len(eligible)} classes qualify"
         )
+    if spec.same_group:
+        groups = [g for g in np.unique(corpus.class_groups) if (corpus.class_groups[eligible] == g).sum() >= n_way]
+        if not groups:
+            raise DataError(f"{spec.family}: no domain has {n_way} classes with {needed} examples each")
+        group = groups[int(rng.integers(len(groups)))]
+        eligible = [c for c in eligible if corpus.class_groups[c] == group]
     classes = sorted(rng.choice(eligible, size=n_way, replace=False).tolist())
     support, query = [], []
     for new_label, c in enumerate(classes):
@@ -125,9 +139,10 @@ class TaskSampler:
     k_shot: int
     q_query: int
     seed: int
+    same_group: bool = False
 
     def spec(self, task_index: int) -> TaskSpec:
         rng = np.random.default_rng([self.seed, 0x7A5C, task_index])
         weights = np.array(self.class_counts, dtype=float)
         family = self.families[int(rng.choice(len(self.families), p=weights / weights.sum()))]
-        return TaskSpec(family, task_index, self.n_way, self.k_shot, self.q_query, self.seed)
+        return TaskSpec(family, task_index, self.n_way, self.k_shot, self.q_query, self.seed, "", self.same_group)

@@ -26,12 +26,14 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Corpus:
-    """Texts with integer labels in [0, len(label_names))."""
+    """Texts with integer labels in [0, len(label_names)); `class_groups[c]` is the
+    domain of class c (CLINC150's domains; one group elsewhere)."""
 
     name: str
     texts: tuple[str, ...]
     labels: np.ndarray  # (N,) int64
     label_names: tuple[str, ...]
+    class_groups: np.ndarray  # (C,) int64
 
     def indices_by_class(self) -> list[np.ndarray]:
         return [np.flatnonzero(self.labels == c) for c in range(len(self.label_names))]
@@ -61,11 +63,12 @@ def _require(path: Path) -> Path:
     return path
 
 
-def _corpus(name: str, table: datasets.Dataset, label_order: list[str] | None = None) -> Corpus:
+def _corpus(name: str, table: datasets.Dataset, label_order: list[str] | None = None, groups=None) -> Corpus:
     names = label_order or sorted(set(table["label"]))
     index = {n: i for i, n in enumerate(names)}
     labels = np.array([index[n] for n in table["label"]], dtype=np.int64)
-    return Corpus(name, tuple(table["text"]), labels, tuple(readable_label(n) for n in names))
+    class_groups = np.zeros(len(names), dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+    return Corpus(name, tuple(table["text"]), labels, tuple(readable_label(n) for n in names), class_groups)
 
 
 def _clinc150(src: SourceConfig, split: str) -> Corpus:
@@ -83,10 +86,11 @@ def _clinc150(src: SourceConfig, split: str) -> Corpus:
     else:
         chosen = list(held_out[split])
     intents = sorted(i for d in chosen for i in domains[d])
+    domain_of = {i: chosen.index(d) for d in chosen for i in domains[d]}
     keep = set(intents)
     rows = [(t, i) for part in ("train", "val", "test") for t, i in full[part] if i in keep]
     table = datasets.Dataset.from_dict({"text": [r[0] for r in rows], "label": [r[1] for r in rows]})
-    return _corpus(f"clinc150/{split}", table, intents)
+    return _corpus(f"clinc150/{split}", table, intents, [domain_of[i] for i in intents])
 
 
 def _snips(src: SourceConfig) -> Corpus:

@@ -32,11 +32,11 @@ def preflight(cfg: ExperimentConfig) -> TaskSampler:
     counts = []
     for family in d.meta_train:
         corpus = load_corpus(family, sources)
-        check_feasible(corpus, d.n_way, d.k_shot + d.q_query)
+        check_feasible(corpus, d.n_way, d.k_shot + d.q_query, d.same_domain)
         counts.append(len(corpus.label_names))
     if cfg.meta.eval_every:
         check_feasible(load_corpus(d.meta_val, sources), d.n_way, d.k_shot + d.q_query)
-    return TaskSampler(tuple(d.meta_train), tuple(counts), d.n_way, d.k_shot, d.q_query, d.seed)
+    return TaskSampler(tuple(d.meta_train), tuple(counts), d.n_way, d.k_shot, d.q_query, d.seed, d.same_domain)
 
 
 def validation_specs(cfg: ExperimentConfig) -> list[TaskSpec]:

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import ray
 import torch
+from tqdm.auto import tqdm
 
 from metaray.config import ExperimentConfig, PromptConfig, RayConfig
 from metaray.core import InnerConfig
@@ -127,6 +128,11 @@ class RayRunner:
             if init is not None:
                 ref = refs_by_init.setdefault(id(init), ray.put(init))
             futures.append(self.actors[i % len(self.actors)].evaluate.remote(ref, spec, steps, inner, heads))
+        pending = list(futures)
+        with tqdm(total=len(futures), desc="eval", unit="task", disable=None) as bar:  # None: off without a TTY
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                bar.update(len(done))
         return ray.get(futures)
 
     def backbone_digests(self) -> list[str]:

@@ -43,6 +43,16 @@ def test_full_label_protocol_uses_train_for_support_and_test_for_query(sources):
     assert set(episode.support_texts) <= set(load_corpus("banking77/train", sources).texts)
 
 
+def test_same_domain_episodes_draw_all_classes_from_one_domain(sources):
+    corpus = load_corpus("clinc150/train", sources)
+    for index in range(20):
+        episode = sample_episode(TaskSpec("clinc150/train", index, 7, 1, 1, 0, "", same_group=True), corpus)
+        groups = {int(corpus.class_groups[corpus.label_names.index(n)]) for n in episode.label_names}
+        assert len(groups) == 1
+    with pytest.raises(DataError, match="no domain of clinc150/train has n_way=16"):
+        check_feasible(corpus, 16, 2, same_group=True)
+
+
 def test_sampler_is_a_pure_function_of_the_task_index():
     sampler = TaskSampler(("clinc150/train", "snips"), (105, 7), 5, 1, 1, seed=0)
     assert [sampler.spec(i) for i in range(50)] == [sampler.spec(i) for i in range(50)]
