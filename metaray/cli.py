@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("config", help="experiment YAML (see configs/)")
         cmd.add_argument("overrides", nargs="*", help="dotted overrides, e.g. meta.inner.lr=1e-3")
         cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.choices["train"].add_argument(
+        "--resume", action="store_true", help="continue output.dir's latest checkpoint (bit-identical to no stop)"
+    )
     sub.choices["eval"].add_argument("--out", help="write the result JSON here (default: OUTPUT_DIR/eval.json)")
     return parser
 
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from metaray.distributed import train
 
-            summary = train(cfg, progress=not args.quiet)
+            summary = train(cfg, progress=not args.quiet, resume=args.resume)
             print(json.dumps(summary))
         else:
             from metaray.eval import evaluate, format_table, write_result

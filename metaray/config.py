@@ -136,6 +136,7 @@ class RayConfig:
     num_cpus: int = 0  # embedded Ray's CPUs (0: num_actors * cpus_per_actor)
     torch_threads: int = 1  # intra-op threads per actor
     local: bool = False  # run the same loop in this process, without Ray (benchmarks, debugging)
+    max_restarts: int = 3  # a dead adapter actor is restarted and its task re-run, up to this many times
 
     def __post_init__(self) -> None:
         _check(self.num_actors >= 1, f"ray.num_actors must be >= 1, got {self.num_actors}")
@@ -146,7 +147,12 @@ class RayConfig:
 class OutputConfig:
     dir: str = "runs/default"
     keep_last: int = 3
+    checkpoint_every: int = 1  # rounds between checkpoints (also at every meta-validation and the end)
     tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.keep_last >= 1, f"output.keep_last must be >= 1, got {self.keep_last}")
+        _check(self.checkpoint_every >= 1, f"output.checkpoint_every must be >= 1, got {self.checkpoint_every}")
 
 
 @dataclass(frozen=True)

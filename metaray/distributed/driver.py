@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from metaray.checkpoint import save_checkpoint
-from metaray.config import ExperimentConfig, to_dict
+from metaray.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from metaray.config import ConfigError, ExperimentConfig, to_dict
 from metaray.data import TaskSampler, TaskSpec, check_feasible, load_corpus
 from metaray.distributed.adapter import source_config
 from metaray.distributed.runners import Runner, make_runner
@@ -53,30 +53,75 @@ def meta_validate(runner: Runner, cfg: ExperimentConfig, meta_prompt) -> float:
     return sum(r.accuracy[cfg.meta.val_steps]["proto"] for r in results) / len(results)
 
 
-def train(cfg: ExperimentConfig, progress: bool = True, runner: Runner | None = None) -> dict:
+# Settings a resumed run must share with the run it continues: anything else would
+# change the model, the shape of θ or its optimizer state, or the task sequence.
+RESUME_KEYS = (
+    ("model", "backbone"),
+    ("model", "max_length"),
+    ("model", "pool_prompt"),
+    ("prompt", "length"),
+    ("data", "meta_train"),
+    ("data", "n_way"),
+    ("data", "k_shot"),
+    ("data", "q_query"),
+    ("data", "same_domain"),
+    ("data", "seed"),
+    ("meta", "algorithm"),
+    ("meta", "meta_batch_size"),
+    ("meta", "inner"),
+    ("meta", "outer_optimizer"),
+)
+
+
+def check_resumable(cfg: ExperimentConfig, saved: dict) -> None:
+    """Refuse to continue a run under a config that would break it, listing every difference."""
+    now = to_dict(cfg)
+    diffs = [
+        f"{section}.{key}: checkpoint {saved.get(section, {}).get(key)!r}, now {now[section][key]!r}"
+        for section, key in RESUME_KEYS
+        if saved.get(section, {}).get(key) != now[section][key]
+    ]
+    if diffs:
+        raise ConfigError("cannot resume with a config that changes the run:\n  " + "\n  ".join(diffs))
+
+
+def _start(runner: Runner, cfg: ExperimentConfig, run_dir: Path, resume: bool) -> tuple[int, float]:
+    """Start the aggregator fresh, or from the latest checkpoint; (first round, best meta-val)."""
+    if not resume:
+        runner.start(runner.init_prompt())
+        return 0, float("-inf")
+    state, meta = load_checkpoint(run_dir, "latest")
+    check_resumable(cfg, meta["config"])
+    runner.start(state["meta_prompt"], state)
+    return int(state["round"]), float(meta.get("best_meta_val_acc", float("-inf")))
+
+
+def train(cfg: ExperimentConfig, progress: bool = True, runner: Runner | None = None, resume: bool = False) -> dict:
     """Meta-train θ per `cfg`; returns a summary (final round, best meta-val, paths).
-    A `runner` passed in is left running (its caller shuts it down)."""
+    `resume`: continue from `output.dir`'s latest checkpoint; tasks are a pure function
+    of their index and θ + the outer optimizer state are restored, so the result is
+    bit-identical to an uninterrupted run. A `runner` passed in is left running."""
     sampler = preflight(cfg)
     run_dir = Path(cfg.output.dir)
+    if resume:
+        resolve_checkpoint(run_dir, "latest")  # fail before any actor starts
     own_runner = runner is None
     runner = runner or make_runner(cfg)
     writer = MetricsWriter(run_dir, cfg.output.tensorboard)
-    best_val, last_val = float("-inf"), float("nan")
+    last_val, b = float("nan"), cfg.meta.meta_batch_size
     try:
-        runner.start(runner.init_prompt())
-        bar = tqdm(range(cfg.meta.rounds), desc="meta-train", unit="round", disable=not progress)
+        first, best_val = _start(runner, cfg, run_dir, resume)
+        bar = tqdm(range(first, cfg.meta.rounds), desc="meta-train", unit="round", disable=not progress)
         for r in bar:
             start = time.perf_counter()
-            specs = [sampler.spec(r * cfg.meta.meta_batch_size + i) for i in range(cfg.meta.meta_batch_size)]
-            metrics = runner.round(specs)
-            metrics["tasks_per_s"] = len(specs) / (time.perf_counter() - start)
-            is_best = False
-            due = cfg.meta.eval_every and ((r + 1) % cfg.meta.eval_every == 0 or r + 1 == cfg.meta.rounds)
-            if due:
-                last_val = meta_validate(runner, cfg, runner.meta_prompt())
-                metrics["meta_val_acc"] = last_val
-                is_best = last_val > best_val
-                best_val = max(best_val, last_val)
+            metrics = runner.round([sampler.spec(r * b + i) for i in range(b)])
+            metrics["tasks_per_s"] = b / (time.perf_counter() - start)
+            last = r + 1 == cfg.meta.rounds
+            validate = cfg.meta.eval_every and ((r + 1) % cfg.meta.eval_every == 0 or last)
+            if validate:
+                last_val = metrics["meta_val_acc"] = meta_validate(runner, cfg, runner.meta_prompt())
+            is_best = bool(validate) and last_val > best_val
+            best_val = max(best_val, last_val) if validate else best_val
             writer.write(metrics)
             bar.set_postfix(
                 tasks_s=f"{metrics['tasks_per_s']:.2f}",
@@ -84,8 +129,8 @@ def train(cfg: ExperimentConfig, progress: bool = True, runner: Runner | None = 
                 qry=f"{metrics['query_loss']:.3f}",
                 val=f"{last_val:.1f}",
             )
-            if due or r + 1 == cfg.meta.rounds:
-                info = {"config": to_dict(cfg), "metrics": metrics}
+            if validate or last or (r + 1) % cfg.output.checkpoint_every == 0:
+                info = {"config": to_dict(cfg), "metrics": metrics, "best_meta_val_acc": best_val}
                 save_checkpoint(run_dir, runner.aggregator_state(), info, cfg.output.keep_last, best=is_best)
     finally:
         writer.close()

@@ -95,7 +95,11 @@ class RayRunner:
     def __init__(self, cfg: ExperimentConfig) -> None:
         connect(cfg.ray)
         self.cfg = cfg
-        adapter_cls = ray.remote(TaskAdapter).options(num_cpus=cfg.ray.cpus_per_actor, max_restarts=0)
+        # A dead adapter is restarted and its pending tasks re-run; tasks are pure functions
+        # of (θ, spec), so the round's result does not change.
+        adapter_cls = ray.remote(TaskAdapter).options(
+            num_cpus=cfg.ray.cpus_per_actor, max_restarts=cfg.ray.max_restarts, max_task_retries=cfg.ray.max_restarts
+        )
         self.actors = [adapter_cls.remote(cfg) for _ in range(cfg.ray.num_actors)]
         self.aggregator = None
 
