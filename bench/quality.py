@@ -1,7 +1,8 @@
 """bench/quality: meta-train multitask / Reptile / FOMAML inits, then meta-test every method.
 
     python bench/quality.py                      # the whole protocol (~90 min on 2 cores)
-    python bench/quality.py --skip-train         # reuse runs/cross-* checkpoints
+    python bench/quality.py --skip-train --settings clinc150-within --episodes 30
+                                                 # one setting, reusing runs/cross-* checkpoints
 
 1. meta-train on CLINC150 (7 domains) + SNIPS, select on CLINC150 "work"
    (configs/crossdataset.yaml), once per algorithm;
@@ -10,12 +11,14 @@
 3. cross-dataset: BANKING77 5-way 1-shot episodes;
 4. within-dataset: CLINC150 held-out domains, 5-way 1-shot and 5-shot episodes
    (configs/within-clinc150.yaml).
-Prints each table and writes bench/results/quality.json.
+Prints each table and merges what it ran into bench/results/quality.json, each entry
+with the command that produced it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -39,17 +42,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--episodes", type=int, default=50, help="BANKING77 / CLINC150 episodes per setting")
+    parser.add_argument("--settings", nargs="*", help="evaluation settings to run (default: all)")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
     args = parser.parse_args()
+    command = "python " + shlex.join(sys.argv)
     cross, within = ROOT / "configs" / "crossdataset.yaml", ROOT / "configs" / "within-clinc150.yaml"
-    out: dict = {"training": {}, "evaluations": {}}
+    path = ROOT / "bench" / "results" / "quality.json"
+    out: dict = json.loads(path.read_text()) if path.is_file() else {}
+    out.setdefault("training", {})
+    out.setdefault("evaluations", {})
     ray.init(num_cpus=2, include_dashboard=False)
     if not args.skip_train:
         for name, extra in ALGORITHMS.items():
             cfg = load_config(cross, [*extra, f"output.dir=runs/cross-{name}", *args.overrides])
             start = time.perf_counter()
             summary = train(cfg)
-            out["training"][name] = {**summary, "seconds": time.perf_counter() - start, "overrides": extra}
+            seconds = time.perf_counter() - start
+            out["training"][name] = {**summary, "seconds": seconds, "overrides": extra, "command": command}
             print(f"[train] {name}: {out['training'][name]}", flush=True)
     settings = {
         "banking77-full": (cross, []),
@@ -59,14 +68,15 @@ def main() -> None:
         ),
         "clinc150-within": (within, [f"eval.episodes={args.episodes}"]),
     }
-    for name, (path, extra) in settings.items():
-        cfg = load_config(path, [*extra, *args.overrides])
+    for name, (config_path, extra) in settings.items():
+        if args.settings and name not in args.settings:
+            continue
+        cfg = load_config(config_path, [*extra, *args.overrides])
         start = time.perf_counter()
         result = evaluate(cfg)
-        result["seconds"] = time.perf_counter() - start
-        out["evaluations"][name] = result
+        out["evaluations"][name] = {**result, "seconds": time.perf_counter() - start, "command": command}
         print(f"\n## {name}\n{format_table(result)}", flush=True)
-        write_result(out, ROOT / "bench" / "results" / "quality.json", "python " + shlex.join(sys.argv))
+        write_result(out, path, command)
 
 
 if __name__ == "__main__":

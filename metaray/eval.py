@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -116,8 +117,16 @@ def _run_setting(runner: Runner, ev: EvalConfig, specs: list[TaskSpec], inits: d
     return {m: rows[m] for m in ev.methods}
 
 
+def _cell(summary: dict) -> str:
+    """`mean ± ci95`, or the mean alone where one task gives no interval."""
+    if summary.get("n", 2) < 2:
+        return f"{summary['mean']:.1f}"
+    return f"{summary['mean']:.1f} ± {summary['ci95']:.1f}"
+
+
 def format_table(result: dict) -> str:
-    """One markdown table per setting: method/head rows, one column per budget."""
+    """One markdown table per setting: method/head rows, one column per budget
+    (mean ± 95% CI over tasks; the mean alone for a single task)."""
     lines = []
     for name, methods in result["settings"].items():
         steps = sorted({int(s) for m in methods.values() for h in m["heads"].values() for s in h}, key=int)
@@ -125,19 +134,29 @@ def format_table(result: dict) -> str:
         lines.append("|---|---|" + "---|" * len(steps) + "---|")
         for method, row in methods.items():
             for head, by_step in row["heads"].items():
-                cells = [
-                    f"{by_step[str(s)]['mean']:.1f} ± {by_step[str(s)]['ci95']:.1f}" if str(s) in by_step else ""
-                    for s in steps
-                ]
+                cells = [_cell(by_step[str(s)]) if str(s) in by_step else "" for s in steps]
                 lines.append(f"| {method} | {head} | " + " | ".join(cells) + f" | {row['adapt_seconds']['mean']:.1f} |")
     return "\n".join(lines)
+
+
+def machine_description() -> str:
+    """CPU model, core count and memory: what a reader needs to compare timings."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if "model name" in ln), cpu)
+    memory = ""
+    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        memory = f", {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB"
+    gpu = f"{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} cores ({cpu}){memory}, {gpu}"
 
 
 def write_result(result: dict, path: Path, command: str) -> None:
     """JSON with the command, machine and date beside every figure."""
     result = {
         "command": command,
-        "machine": f"{platform.node()} {platform.machine()}, {torch.get_num_threads()} threads, CPU",
+        "machine": machine_description(),
         "date": time.strftime("%Y-%m-%d"),
         **result,
     }
