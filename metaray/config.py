@@ -172,9 +172,12 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _suggest(key: str, valid) -> str:
+def _suggest(key: str, valid, prefix: str | None = None) -> str:
+    """`; did you mean X?` for the closest valid name (dotted with `prefix` when given)."""
     close = difflib.get_close_matches(key, list(valid), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(valid))}"
+    if not close:
+        return f"; valid: {', '.join(sorted(valid))}"
+    return f"; did you mean {prefix}{close[0]}?" if prefix is not None else f"; did you mean {close[0]!r}?"
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
@@ -223,7 +226,7 @@ def build(cls, values: dict[str, Any], prefix: str = ""):
     for key, value in values.items():
         path = f"{prefix}{key}"
         if key not in fields:
-            raise ConfigError(f"unknown key {path}{_suggest_path(prefix, key, fields)}")
+            raise ConfigError(f"unknown key {path}{_suggest(key, fields, prefix)}")
         hint = hints[key]
         kwargs[key] = _coerce(value, hint, f"{path}." if dataclasses.is_dataclass(hint) else path)
     try:
@@ -232,11 +235,6 @@ def build(cls, values: dict[str, Any], prefix: str = ""):
         raise
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {err}") from err
-
-
-def _suggest_path(prefix: str, key: str, valid) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1)
-    return f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
 
 
 def apply_override(tree: dict[str, Any], override: str) -> None:

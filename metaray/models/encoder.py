@@ -106,9 +106,11 @@ class PromptedEncoder:
             tokens = torch.cat(
                 [tokens[:, :1], prompt.unsqueeze(0).expand(n, -1, -1).to(tokens.dtype), tokens[:, 1:]], 1
             )
-            ones = torch.ones(n, p, dtype=mask.dtype)
-            mask = torch.cat([mask[:, :1], ones, mask[:, 1:]], 1)  # (B, P+T)
-            pool_mask = mask if self.cfg.pool_prompt else torch.cat([pool_mask[:, :1], ones * 0, pool_mask[:, 1:]], 1)
+            prompt_mask = torch.ones(n, p, dtype=mask.dtype)
+            mask = torch.cat([mask[:, :1], prompt_mask, mask[:, 1:]], 1)  # (B, P+T)
+            if not self.cfg.pool_prompt:  # pool over the sentence's own tokens only
+                prompt_mask = torch.zeros_like(prompt_mask)
+            pool_mask = torch.cat([pool_mask[:, :1], prompt_mask, pool_mask[:, 1:]], 1)
         states = self.model(inputs_embeds=tokens, attention_mask=mask).last_hidden_state  # (B, P+T, D)
         weights = pool_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
