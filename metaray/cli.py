@@ -15,9 +15,10 @@ from pathlib import Path
 from metaray.checkpoint import CheckpointError
 from metaray.config import ConfigError, load_config
 from metaray.data import DataError
+from metaray.distributed.runners import ClusterUnreachable
 from metaray.models import ModelLoadError
 
-USER_ERRORS = (ConfigError, DataError, ModelLoadError, CheckpointError)
+USER_ERRORS = (ConfigError, DataError, ModelLoadError, CheckpointError, ClusterUnreachable)
 
 
 def _parser() -> argparse.ArgumentParser:

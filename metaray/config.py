@@ -136,6 +136,7 @@ class RayConfig:
     num_cpus: int = 0  # embedded Ray's CPUs (0: num_actors * cpus_per_actor)
     torch_threads: int = 1  # intra-op threads per actor
     local: bool = False  # run the same loop in this process, without Ray (benchmarks, debugging)
+    connect_timeout_s: float = 10.0  # an unreachable ray.address fails after this long
     max_restarts: int = 3  # a dead adapter actor is restarted and its task re-run, up to this many times
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from typing import Protocol
 
 import ray
@@ -72,12 +73,36 @@ class LocalRunner:
         pass
 
 
+class ClusterUnreachable(ConnectionError):
+    """The configured Ray address does not answer; the message names it."""
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """Fail within `timeout_s` where host:port does not accept a TCP connection
+    (`ray.init` would otherwise retry for minutes). `auto` and schemes Ray resolves
+    itself are left to Ray."""
+    if address == "auto" or address.startswith("local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterUnreachable(f"Ray address {address!r} is not host:port (set ray.address or RAY_ADDRESS)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ClusterUnreachable(
+            f"Ray cluster at {address!r} is unreachable after {timeout_s:.0f} s ({err}); "
+            "check ray.address / RAY_ADDRESS and that the head node is up"
+        ) from err
+
+
 def connect(cfg: RayConfig) -> None:
     """Join `ray.address` / $RAY_ADDRESS, or start an embedded local Ray sized by the config."""
     if ray.is_initialized():
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
     if address:
+        check_reachable(address, cfg.connect_timeout_s)
         ray.init(address=address, log_to_driver=True)
         return
     num_cpus = cfg.num_cpus or math.ceil(cfg.num_actors * cfg.cpus_per_actor)

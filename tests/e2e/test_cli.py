@@ -44,6 +44,7 @@ def test_train_then_eval_on_a_tiny_config(data_dir, tmp_path):
         (["data.n_way=9"], "n_way=9 but snips has only 7 classes"),
         (["data.k_shot=400"], "k_shot + q_query = 402"),
         (["model.backbone=/no/such/model"], "/no/such/model"),
+        (["ray.address=127.0.0.1:9", "ray.connect_timeout_s=2"], "Ray cluster at '127.0.0.1:9' is unreachable"),
     ],
 )
 def test_bad_input_stops_before_any_work_with_a_clear_error(data_dir, tmp_path, overrides, message):
