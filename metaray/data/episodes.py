@@ -64,10 +64,11 @@ def check_feasible(corpus: Corpus, n_way: int, needed_per_class: int, same_group
             f"k_shot + q_query = {needed_per_class} examples per class, but only {eligible} classes of "
             f"{corpus.name} have that many (fewest: {counts.min()}); lower data.k_shot or data.q_query"
         )
-    if same_group and np.bincount(corpus.class_groups[ok]).max() < n_way:
+    largest_group = int(np.bincount(corpus.class_groups[ok]).max())
+    if same_group and largest_group < n_way:
         raise DataError(
             f"data.same_domain: no domain of {corpus.name} has n_way={n_way} classes "
-            f"(largest: {np.bincount(corpus.class_groups[ok]).max()}); lower data.n_way"
+            f"(largest: {largest_group}); lower data.n_way"
         )
 
 
@@ -145,4 +146,6 @@ class TaskSampler:
         rng = np.random.default_rng([self.seed, 0x7A5C, task_index])
         weights = np.array(self.class_counts, dtype=float)
         family = self.families[int(rng.choice(len(self.families), p=weights / weights.sum()))]
-        return TaskSpec(family, task_index, self.n_way, self.k_shot, self.q_query, self.seed, "", self.same_group)
+        return TaskSpec(
+            family, task_index, self.n_way, self.k_shot, self.q_query, self.seed, same_group=self.same_group
+        )
