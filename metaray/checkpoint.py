@@ -3,20 +3,21 @@
 A checkpoint is a folder `round-NNNNNN/` with `state.safetensors` (θ and the outer
 optimizer's tensors) and `meta.json` (round, config, metrics, optimizer scalars). It
 is written to a temporary folder and renamed into place, so a crash never leaves a
-half-written checkpoint; `latest` and `best` name the current ones.
+half-written checkpoint; `latest` and `best` name the current ones. The run folder
+may be a local path or an object-storage URI (`metaray.storage`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
+
+from metaray.storage import RunStore, StorageError
 
 STATE_FILE = "state.safetensors"
 META_FILE = "meta.json"
@@ -49,62 +50,71 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _write_pointer(run_dir: Path, name: str, target: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(target)
-    os.replace(tmp, run_dir / name)
-
-
-def save_checkpoint(run_dir: Path, aggregator_state: dict, info: dict, keep_last: int = 3, best: bool = False) -> Path:
-    """Write round-NNNNNN/ atomically, point `latest` (and `best`) at it, prune old ones."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def save_checkpoint(
+    location: str | Path, aggregator_state: dict, info: dict, keep_last: int = 3, best: bool = False
+) -> str:
+    """Write round-NNNNNN/ atomically, point `latest` (and `best`) at it, prune old ones.
+    `location`: a run folder path or URI (see `metaray.storage`); returns the checkpoint's."""
+    store = RunStore(location)
     name = f"round-{aggregator_state['round']:06d}"
     optim_tensors, optim_meta = _flatten_optimizer(aggregator_state["optimizer"])
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}."))
-    save_file({"meta_prompt": aggregator_state["meta_prompt"].contiguous(), **optim_tensors}, str(tmp / STATE_FILE))
     meta = {"round": aggregator_state["round"], "optimizer": optim_meta, **info}
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-    final = run_dir / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _write_pointer(run_dir, "latest", name)
+    files = {
+        STATE_FILE: save({"meta_prompt": aggregator_state["meta_prompt"].contiguous(), **optim_tensors}),
+        META_FILE: json.dumps(meta, indent=2, default=str).encode(),
+    }
+    # Local disk: a hidden folder renamed into place. Object storage: each PUT is atomic and
+    # the folder is only named by `latest` once complete, so readers never see a part.
+    folder = f".{name}.{uuid.uuid4().hex}" if store.local else name
+    for file, data in files.items():
+        store.write_bytes(f"{folder}/{file}", data)
+    if store.local:
+        store.replace_dir(folder, name)
+    store.write_text("latest", name)
     if best:
-        _write_pointer(run_dir, "best", name)
-    _prune(run_dir, keep_last)
-    return final
+        store.write_text("best", name)
+    _prune(store, keep_last)
+    return store.display(name)
 
 
-def _prune(run_dir: Path, keep_last: int) -> None:
-    protected = {(run_dir / p).read_text().strip() for p in ("latest", "best") if (run_dir / p).is_file()}
-    rounds = sorted(p for p in run_dir.glob("round-*") if p.is_dir())
+def _prune(store: RunStore, keep_last: int) -> None:
+    protected = {store.read_text(p).strip() for p in ("latest", "best") if store.is_file(p)}
+    rounds = store.dirs("round-")
     for old in rounds[: max(len(rounds) - keep_last, 0)]:
-        if old.name not in protected:
-            shutil.rmtree(old, ignore_errors=True)
+        if old not in protected:
+            store.delete_dir(old)
 
 
-def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
-    """A checkpoint folder from itself, a run folder (its `best`, else `latest`), or a state file."""
-    path = Path(path).expanduser()
-    if path.is_file() and path.name == STATE_FILE:
-        path = path.parent
-    if (path / STATE_FILE).is_file():
-        return path
+def _locate(location: str | Path, which: str) -> tuple[RunStore, str]:
+    """(store, folder) of a checkpoint folder, a run folder (its `which`, else `latest`),
+    or a state file."""
+    location = str(location)
+    if location.endswith("/" + STATE_FILE):
+        location = location[: -len(STATE_FILE) - 1]
+    store = RunStore(location)
+    if store.is_file(STATE_FILE):
+        return store, ""
     for pointer in (which, "latest"):
-        if (path / pointer).is_file():
-            return path / (path / pointer).read_text().strip()
-    raise CheckpointError(f"no checkpoint at {path}: expected a run folder (with 'latest') or a round-* folder")
+        if store.is_file(pointer):
+            return store, store.read_text(pointer).strip()
+    raise CheckpointError(f"no checkpoint at {location}: expected a run folder (with 'latest') or a round-* folder")
 
 
-def load_checkpoint(path: str | Path, which: str = "best") -> tuple[dict, dict]:
-    """(aggregator state, meta) of the checkpoint `path` names."""
-    folder = resolve_checkpoint(path, which)
+def resolve_checkpoint(location: str | Path, which: str = "best") -> str:
+    """The checkpoint folder `location` names (see `_locate`)."""
+    store, folder = _locate(location, which)
+    return store.display(folder)
+
+
+def load_checkpoint(location: str | Path, which: str = "best") -> tuple[dict, dict]:
+    """(aggregator state, meta) of the checkpoint `location` names."""
+    store, folder = _locate(location, which)
+    prefix = f"{folder}/" if folder else ""
     try:
-        tensors = load_file(str(folder / STATE_FILE))
-        meta = json.loads((folder / META_FILE).read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"unreadable checkpoint {folder}: {err}") from err
+        tensors = load(store.read_bytes(prefix + STATE_FILE))
+        meta = json.loads(store.read_bytes(prefix + META_FILE))
+    except (StorageError, ValueError) as err:
+        raise CheckpointError(f"unreadable checkpoint {store.display(folder)}: {err}") from err
     state = {
         "meta_prompt": tensors["meta_prompt"],
         "optimizer": _unflatten_optimizer(tensors, meta["optimizer"]),

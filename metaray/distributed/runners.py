@@ -20,6 +20,7 @@ from metaray.core import InnerConfig
 from metaray.data import TaskSpec
 from metaray.distributed.adapter import EvalResult, TaskAdapter
 from metaray.distributed.aggregator import MetaAggregator
+from metaray.models import export_backbone, load_backbone
 
 EvalUnit = tuple[torch.Tensor | None, TaskSpec]  # (init prompt or None, task)
 
@@ -110,23 +111,34 @@ def connect(cfg: RayConfig) -> None:
 
 
 class RayRunner:
-    """N task-adapter actors (one backbone each) and one aggregator actor that owns θ.
+    """N task-adapter actors and one aggregator actor that owns θ.
 
-    Per round θ enters the object store once (the aggregator's return value), each
-    actor gets that reference and a small `TaskSpec`, and the pseudo-gradients go
-    straight from the adapters to the aggregator as object references.
+    The frozen backbone enters the object store once (`ray.shared_backbone`) and every
+    actor on a node maps that one read-only copy. Per round θ enters the object store
+    once (the aggregator's return value), each actor gets that reference and a small
+    `TaskSpec`, and the pseudo-gradients go straight from the adapters to the aggregator
+    as object references.
     """
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         connect(cfg.ray)
         self.cfg = cfg
+        r = cfg.ray
+        self.backbone_ref = ray.put(export_backbone(*load_backbone(cfg.model))) if r.shared_backbone else None
         # A dead adapter is restarted and its pending tasks re-run; tasks are pure functions
         # of (θ, spec), so the round's result does not change.
         adapter_cls = ray.remote(TaskAdapter).options(
-            num_cpus=cfg.ray.cpus_per_actor, max_restarts=cfg.ray.max_restarts, max_task_retries=cfg.ray.max_restarts
+            num_cpus=r.cpus_per_actor,
+            num_gpus=r.gpus_per_actor,
+            memory=int(r.memory_per_actor_gb * 2**30) or None,
+            max_restarts=r.max_restarts,
+            max_task_retries=r.max_restarts,
         )
-        self.actors = [adapter_cls.remote(cfg) for _ in range(cfg.ray.num_actors)]
+        # A restarted actor maps the backbone again: the runner keeps its reference alive for
+        # that (Ray warns that constructor arguments in the object store must stay alive).
+        self.actors = [adapter_cls.remote(cfg, self.backbone_ref) for _ in range(r.num_actors)]
         self.aggregator = None
+        self.stragglers: dict[ray.ObjectRef, int] = {}  # dropped tasks still running -> actor index
 
     def init_prompt(self, prompt_cfg: PromptConfig | None = None) -> torch.Tensor:
         return ray.get(self.actors[0].init_prompt.remote(prompt_cfg))
@@ -138,10 +150,38 @@ class RayRunner:
         if state is not None:
             ray.get(self.aggregator.load_state_dict.remote(state))
 
+    def _dispatch(self, theta_ref, specs: list[TaskSpec]) -> tuple[list[ray.ObjectRef], list[int]]:
+        """Each task to the actor with the fewest tasks queued (round-robin when all are
+        idle); an actor still finishing a dropped task gets new work last."""
+        if self.stragglers:
+            _, running = ray.wait(list(self.stragglers), num_returns=len(self.stragglers), timeout=0)
+            self.stragglers = {ref: self.stragglers[ref] for ref in running}
+        load = [0] * len(self.actors)
+        for i in self.stragglers.values():
+            load[i] += 1
+        refs, owners = [], []
+        for spec in specs:
+            i = min(range(len(load)), key=load.__getitem__)
+            load[i] += 1
+            refs.append(self.actors[i].adapt.remote(theta_ref, spec))
+            owners.append(i)
+        return refs, owners
+
     def round(self, specs: list[TaskSpec]) -> dict[str, float]:
-        theta_ref = self.aggregator.get_meta_prompt.remote()
-        results = [self.actors[i % len(self.actors)].adapt.remote(theta_ref, spec) for i, spec in enumerate(specs)]
-        return ray.get(self.aggregator.step.remote(*results))
+        meta = self.cfg.meta
+        refs, owners = self._dispatch(self.aggregator.get_meta_prompt.remote(), specs)
+        if meta.round_deadline_s <= 0:
+            return ray.get(self.aggregator.step.remote(*refs))
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=meta.round_deadline_s)
+        if len(done) < max(meta.min_tasks, 1):
+            done, _ = ray.wait(refs, num_returns=max(meta.min_tasks, 1))
+        finished = set(done)
+        for ref, owner in zip(refs, owners, strict=True):
+            if ref not in finished:  # a queued task never starts; a running one finishes unused
+                ray.cancel(ref)
+                self.stragglers[ref] = owner
+        # θ steps with the mean over the finished tasks, in task order (a fixed summation order).
+        return ray.get(self.aggregator.step.remote(*[ref for ref in refs if ref in finished]))
 
     def meta_prompt(self) -> torch.Tensor:
         return ray.get(self.aggregator.get_meta_prompt.remote())
@@ -166,6 +206,10 @@ class RayRunner:
 
     def backbone_digests(self) -> list[str]:
         return ray.get([actor.backbone_digest.remote() for actor in self.actors])
+
+    def memory(self) -> list[dict]:
+        """Each adapter actor's memory (see `TaskAdapter.memory`)."""
+        return ray.get([actor.memory.remote() for actor in self.actors])
 
     def shutdown(self) -> None:
         for actor in self.actors + ([self.aggregator] if self.aggregator else []):

@@ -1,14 +1,26 @@
 """Frozen backbones and the prompted models each task kind needs."""
 
+from metaray.models.backbone import (
+    ModelLoadError,
+    SharedBackbone,
+    check_backbone,
+    export_backbone,
+    import_backbone,
+    load_backbone,
+    resolve_backbone,
+)
 from metaray.models.classifier import HEADS, PromptedClassifier
-from metaray.models.encoder import ModelLoadError, PromptedEncoder, check_backbone, load_backbone, resolve_backbone
+from metaray.models.encoder import PromptedEncoder
 
 __all__ = [
     "HEADS",
     "ModelLoadError",
     "PromptedClassifier",
     "PromptedEncoder",
+    "SharedBackbone",
     "check_backbone",
+    "export_backbone",
+    "import_backbone",
     "load_backbone",
     "resolve_backbone",
 ]

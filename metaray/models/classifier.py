@@ -30,7 +30,7 @@ class PromptedClassifier:
 
     def init_prompt(self, cfg: PromptConfig) -> torch.Tensor:
         """θ₀, shape (P, D), per `prompt.init`."""
-        table = self.encoder.embedding_table.detach()
+        table = self.encoder.embedding_table.detach().cpu()
         generator = torch.Generator().manual_seed(cfg.seed)
         if cfg.init == "random":
             return SoftPrompt.random(cfg.length, table, generator).weight.detach()

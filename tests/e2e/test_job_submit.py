@@ -43,16 +43,27 @@ def head_node(monkeypatch):
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
 
 
-def test_job_submitted_through_the_jobs_api_succeeds_and_checkpoints(head_node, data_dir, tmp_path):
-    run, job = tmp_path / "run", f"metaray-test-{os.getpid()}"
-    submit = [RAY, "job", "submit", "--address", head_node, "--submission-id", job, "--working-dir", str(ROOT)]
-    submit += ["--", "metaray", "train", "configs/tiny.yaml", f"data.data_dir={data_dir}", f"output.dir={run}"]
+def submit(head_node: str, job: str, *args: str) -> tuple[str, str]:
+    """`ray job submit` with cluster/runtime_env.yaml from the checkout's root; waits for
+    the job; (its status line, logs + status for messages)."""
+    cmd = [RAY, "job", "submit", "--address", head_node, "--submission-id", job]
+    cmd += ["--runtime-env", "cluster/runtime_env.yaml", "--", "metaray", "train", "configs/tiny.yaml", *args]
     # A fresh CLI process reads RAY_AUTH_MODE=token (this process's Ray was imported
     # before it was set, and a client without it is refused); it waits for the job.
-    logs = subprocess.run(submit, capture_output=True, text=True, timeout=600)
+    logs = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     status = subprocess.run([RAY, "job", "status", "--address", head_node, job], capture_output=True, text=True)
-    report = logs.stdout[-3000:] + logs.stderr[-3000:] + status.stdout + status.stderr
-    assert f"Job '{job}' succeeded" in status.stdout, report
+    return status.stdout, logs.stdout[-3000:] + logs.stderr[-3000:] + status.stdout + status.stderr
+
+
+def test_job_submitted_through_the_jobs_api_succeeds_and_checkpoints(head_node, data_dir, tmp_path):
+    run, job = tmp_path / "run", f"metaray-test-{os.getpid()}"
+    # output.dir as a URI: the path a job on a real cluster would give for object storage.
+    status, report = submit(head_node, job, f"data.data_dir={data_dir}", f"output.dir=file://{run}")
+    assert f"Job '{job}' succeeded" in status, report
     assert (run / "latest").is_file() and (run / (run / "latest").read_text().strip() / "state.safetensors").is_file()
     rounds = [json.loads(line)["round"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rounds == [1, 2]
+    missing = tmp_path / "no-such-data"
+    status, report = submit(head_node, f"{job}-bad", f"data.data_dir={missing}", f"output.dir={run}")
+    assert f"Job '{job}-bad' failed" in status, report
+    assert str(missing) in report, "the job's logs must name the missing path"

@@ -9,6 +9,8 @@ from metaray.checkpoint import CheckpointError, load_checkpoint, resolve_checkpo
 from metaray.config import MetaConfig
 from metaray.distributed.adapter import TaskResult
 from metaray.distributed.aggregator import MetaAggregator
+from metaray.metrics import MetricsWriter
+from metaray.storage import RunStore, StorageError, local_copy
 
 
 def stepped_aggregator(rounds: int) -> MetaAggregator:
@@ -39,11 +41,52 @@ def test_keeps_last_n_and_best_and_leaves_no_temporaries(tmp_path):
         save_checkpoint(tmp_path, agg.state_dict(), {}, keep_last=2, best=(r == 0))
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["best", "latest", "round-000001", "round-000004", "round-000005"]
-    assert resolve_checkpoint(tmp_path).name == "round-000001"
-    assert resolve_checkpoint(tmp_path, "latest").name == "round-000005"
+    assert resolve_checkpoint(tmp_path).endswith("/round-000001")
+    assert resolve_checkpoint(tmp_path, "latest").endswith("/round-000005")
     assert json.loads((tmp_path / "round-000005" / "meta.json").read_text())["round"] == 5
 
 
 def test_missing_checkpoint_names_the_path(tmp_path):
     with pytest.raises(CheckpointError, match=str(tmp_path)):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("scheme", ["file", "memory"])
+def test_run_folder_by_uri_round_trips_and_prunes(tmp_path, scheme):
+    """file:// goes through pyarrow's local filesystem (rename); memory:// through fsspec,
+    a non-local filesystem like object storage (in-place PUTs, pointer last)."""
+    uri = f"file://{tmp_path}/run" if scheme == "file" else f"memory://metaray-test-{tmp_path.name}/run"
+    agg = stepped_aggregator(1)
+    for r in range(4):
+        agg.round = r + 1
+        save_checkpoint(uri, agg.state_dict(), {}, keep_last=2, best=(r == 0))
+    store = RunStore(uri)
+    assert store.local == (scheme == "file")
+    assert store.dirs("round-") == ["round-000001", "round-000003", "round-000004"]
+    assert store.dirs(".") == [], "a temporary folder was left behind"
+    state, meta = load_checkpoint(uri, "latest")
+    assert meta["round"] == 4 and torch.equal(state["meta_prompt"], agg.get_meta_prompt())
+    assert resolve_checkpoint(uri) == f"{uri}/round-000001"
+    writer = MetricsWriter(uri)
+    writer.write({"round": 1, "loss": 1.0})
+    writer.write({"round": 2, "loss": 0.5})
+    writer.close()
+    assert [json.loads(line)["round"] for line in store.read_text("metrics.jsonl").splitlines()] == [1, 2]
+    assert store.dirs("tensorboard") == ["tensorboard"]
+
+
+def test_unknown_scheme_is_refused_by_name():
+    with pytest.raises(StorageError, match="nosuch://bucket/run"):
+        RunStore("nosuch://bucket/run")
+
+
+def test_remote_data_folder_is_copied_once(tmp_path, monkeypatch):
+    source = tmp_path / "remote" / "clinc150"
+    source.mkdir(parents=True)
+    (source / "data.csv").write_text("text,label\nhi,greet\n")
+    monkeypatch.setenv("METARAY_CACHE", str(tmp_path / "cache"))
+    copy = local_copy(f"file://{tmp_path}/remote")
+    assert (copy / "clinc150" / "data.csv").read_text() == (source / "data.csv").read_text()
+    assert local_copy(f"file://{tmp_path}/remote") == copy
+    with pytest.raises(StorageError, match="missing"):
+        local_copy(f"file://{tmp_path}/missing")

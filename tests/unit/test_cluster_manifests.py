@@ -1,0 +1,53 @@
+"""The cluster/ files are valid for the Ray in this environment, and every command they
+run is a metaray command whose config loads."""
+
+import shlex
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.runtime_env import RuntimeEnv
+
+from metaray.cli import parse_args
+from metaray.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "cluster"
+KUBERAY = sorted((CLUSTER / "kuberay").glob("*.yaml"))
+
+
+def test_launcher_config_passes_rays_schema():
+    config = prepare_config(yaml.safe_load((CLUSTER / "launcher.yaml").read_text()))
+    validate_config(config)
+    assert config["docker"]["image"].startswith(f"rayproject/ray:{ray.__version__}-")
+    gpu = [t for t in config["available_node_types"].values() if t.get("resources", {}).get("GPU")]
+    assert gpu and all(t["min_workers"] == 0 for t in gpu), "the GPU group must scale from zero"
+    start = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
+    assert start.count("RAY_AUTH_MODE=token") == 2
+
+
+def test_runtime_env_file_is_a_valid_runtime_env():
+    env = RuntimeEnv(**yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text()))
+    assert env["working_dir"] == "." and ".venv" in env["excludes"]
+
+
+def test_image_and_kuberay_manifests_pin_this_ray():
+    assert f"FROM rayproject/ray:{ray.__version__}-" in (CLUSTER / "Dockerfile").read_text()
+    assert KUBERAY, "no KubeRay manifests"
+    for path in KUBERAY:
+        manifest = yaml.safe_load(path.read_text())
+        cluster = manifest["spec"].get("rayClusterSpec", manifest["spec"])
+        assert manifest["apiVersion"] == "ray.io/v1", path.name
+        assert cluster["rayVersion"] == ray.__version__, path.name
+        assert cluster["authOptions"] == {"mode": "token"}, path.name
+
+
+@pytest.mark.parametrize("path", [p for p in KUBERAY if "entrypoint" in p.read_text()], ids=lambda p: p.name)
+def test_job_entrypoints_are_metaray_commands_with_valid_configs(path):
+    argv = shlex.split(yaml.safe_load(path.read_text())["spec"]["entrypoint"])
+    assert argv[0] == "metaray"
+    args = parse_args(argv[1:])
+    cfg = load_config(ROOT / args.config, args.overrides)
+    assert cfg.ray.gpus_per_actor > 0, "a GPU cluster job should give its actors GPUs"
