@@ -1,7 +1,8 @@
-"""The `metaray` command: train | eval.
+"""The `metaray` command: train | eval | tune.
 
-metaray train CONFIG [section.key=value ...]
+metaray train CONFIG [section.key=value ...] [--resume]
 metaray eval  CONFIG [section.key=value ...] [--out FILE]
+metaray tune  SWEEP  [section.key=value ...] [--resume] [--num-samples N] [--output DIR]
 """
 
 from __future__ import annotations
@@ -33,7 +34,22 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue output.dir's latest checkpoint (bit-identical to no stop)"
     )
     sub.choices["eval"].add_argument("--out", help="write the result JSON here (default: OUTPUT_DIR/eval.json)")
+    tune = sub.add_parser("tune", help="search meta-hyperparameters with Ray Tune")
+    tune.add_argument("config", help="sweep YAML (see tune_configs/)")
+    tune.add_argument("overrides", nargs="*", help="dotted overrides of the base experiment, for every trial")
+    tune.add_argument("--resume", action="store_true", help="continue the interrupted sweep in its output folder")
+    tune.add_argument("--num-samples", type=int, help="trials (default: the sweep file's num_samples)")
+    tune.add_argument("--output", help="folder or URI for the sweep (default: the sweep file's output)")
     return parser
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from metaray.tuning import load_sweep, run_sweep, write_report
+
+    spec = load_sweep(args.config, output=args.output, num_samples=args.num_samples)
+    summary = write_report(run_sweep(spec, tuple(args.overrides), resume=args.resume))
+    print(json.dumps(summary, default=str))
+    return 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.command == "tune":
+            return _tune(args)
         cfg = load_config(args.config, args.overrides)
         if args.command == "train":
             from metaray.distributed import train

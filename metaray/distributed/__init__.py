@@ -2,10 +2,11 @@
 
 from metaray.distributed.adapter import EvalResult, TaskAdapter, TaskResult
 from metaray.distributed.aggregator import MetaAggregator
-from metaray.distributed.driver import meta_validate, preflight, train
+from metaray.distributed.driver import REPORTED_METRICS, meta_validate, preflight, train
 from metaray.distributed.runners import LocalRunner, RayRunner, connect, make_runner
 
 __all__ = [
+    "REPORTED_METRICS",
     "EvalResult",
     "LocalRunner",
     "MetaAggregator",

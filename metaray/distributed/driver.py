@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
@@ -53,6 +54,19 @@ def meta_validate(runner: Runner, cfg: ExperimentConfig, meta_prompt) -> float:
     units = [(meta_prompt, spec) for spec in validation_specs(cfg)]
     results = runner.evaluate(units, (cfg.meta.val_steps,), inner, ("proto",))
     return sum(r.accuracy[cfg.meta.val_steps]["proto"] for r in results) / len(results)
+
+
+# What each round's metrics hold (meta_val_acc only at meta-validation rounds).
+REPORTED_METRICS = (
+    "round",
+    "tasks",
+    "dropped",
+    "support_loss",
+    "query_loss",
+    "pseudo_grad_norm",
+    "tasks_per_s",
+    "meta_val_acc",
+)
 
 
 # Settings a resumed run must share with the run it continues: anything else would
@@ -98,11 +112,19 @@ def _start(runner: Runner, cfg: ExperimentConfig, run_dir: str, resume: bool) ->
     return int(state["round"]), float(meta.get("best_meta_val_acc", float("-inf")))
 
 
-def train(cfg: ExperimentConfig, progress: bool = True, runner: Runner | None = None, resume: bool = False) -> dict:
+def train(
+    cfg: ExperimentConfig,
+    progress: bool = True,
+    runner: Runner | None = None,
+    resume: bool = False,
+    on_round: Callable[[dict], None] | None = None,
+) -> dict:
     """Meta-train θ per `cfg`; returns a summary (final round, best meta-val, paths).
     `resume`: continue from `output.dir`'s latest checkpoint; tasks are a pure function
     of their index and θ + the outer optimizer state are restored, so the result is
-    bit-identical to an uninterrupted run. A `runner` passed in is left running."""
+    bit-identical to an uninterrupted run. A `runner` passed in is left running.
+    `on_round(metrics)`: called after each round is logged and checkpointed (a sweep
+    reports to its scheduler there; REPORTED_METRICS names what it may see)."""
     sampler = preflight(cfg)
     run_dir = cfg.output.dir  # a path every node sees, or an object-storage URI
     if resume:
@@ -135,6 +157,8 @@ def train(cfg: ExperimentConfig, progress: bool = True, runner: Runner | None = 
             if validate or last or (r + 1) % cfg.output.checkpoint_every == 0:
                 info = {"config": to_dict(cfg), "metrics": metrics, "best_meta_val_acc": best_val}
                 save_checkpoint(run_dir, runner.aggregator_state(), info, cfg.output.keep_last, best=is_best)
+            if on_round is not None:
+                on_round(metrics)
     finally:
         writer.close()
         if own_runner:

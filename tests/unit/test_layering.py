@@ -33,9 +33,17 @@ def test_core_imports_torch_only():
 
 
 def test_lower_layers_do_not_import_upper_ones():
-    upper = {"metaray.distributed", "metaray.eval", "metaray.cli"}
+    upper = {"metaray.distributed", "metaray.tuning", "metaray.eval", "metaray.cli"}
     for layer in ("models", "data"):
         for path in (PACKAGE / layer).glob("*.py"):
             tree = ast.parse(path.read_text())
             mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
             assert not {m for m in mods if any(m.startswith(u) for u in upper)}, path
+
+
+def test_the_driver_knows_nothing_of_sweeps():
+    """Trials run the ordinary driver: distributed/ must not import tuning/ (or the CLI)."""
+    for path in (PACKAGE / "distributed").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {m for m in mods if m.startswith(("metaray.tuning", "metaray.cli"))}, path

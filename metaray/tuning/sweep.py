@@ -1,0 +1,134 @@
+"""`metaray tune`: a Ray Tune sweep whose trials are `metaray train` runs.
+
+Each trial is the ordinary driver with the trial's sampled values as config
+overrides; its actors are placed in the trial's own placement group (an empty
+bundle for the trial's driver, one bundle per adapter actor), so trials never take
+each other's resources. ASHA compares trials on the metric at equal rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from metaray.config import ConfigError, ExperimentConfig
+from metaray.distributed import train
+from metaray.storage import RunStore, is_uri
+from metaray.tuning.space import SweepSpec, check_sweep, trial_config
+
+SWEEP_DIR = "sweep"  # Tune's own state, under the sweep's output
+
+
+def run_trial(config: dict, spec: SweepSpec, extra: tuple[str, ...]) -> None:
+    """One trial: `metaray train` with the trial's values, reporting at each round that
+    has the metric. Its checkpoints live under OUTPUT/trials/TRIAL_ID, so a restored
+    sweep continues each unfinished trial from its last round."""
+    trial_dir = f"{spec.output.rstrip('/')}/trials/{tune.get_context().get_trial_id()}"
+    cfg = trial_config(spec, config["params"], (*extra, f"output.dir={trial_dir}"))
+
+    def report(metrics: dict) -> None:
+        if spec.metric in metrics:
+            tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+    train(cfg, progress=False, resume=RunStore(trial_dir).is_file("latest"), on_round=report)
+
+
+def trial_resources(cfg: ExperimentConfig) -> tune.PlacementGroupFactory:
+    r = cfg.ray
+    if r.local:  # the trial adapts in its own process
+        return tune.PlacementGroupFactory([{"CPU": r.cpus_per_actor}])
+    actor = {"CPU": r.cpus_per_actor, **({"GPU": r.gpus_per_actor} if r.gpus_per_actor else {})}
+    return tune.PlacementGroupFactory([{}] + [actor] * r.num_actors)
+
+
+def _scheduler(spec: SweepSpec, cfg: ExperimentConfig):
+    if spec.scheduler.type == "none":
+        return None
+    return ASHAScheduler(
+        time_attr="round",
+        max_t=cfg.meta.rounds,
+        grace_period=spec.scheduler.grace_period or cfg.meta.eval_every or 1,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+
+
+def _search(spec: SweepSpec):
+    """The search algorithm, with the concurrency limit (Tune ignores `max_concurrent_trials`
+    for a generator it did not make itself)."""
+    if spec.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(seed=spec.seed)
+        return ConcurrencyLimiter(searcher, spec.max_concurrent_trials) if spec.max_concurrent_trials else searcher
+    return tune.search.BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent_trials)
+
+
+@dataclass
+class Sweep:
+    grid: tune.ResultGrid
+    spec: SweepSpec
+    extra: tuple[str, ...]
+    trial_cpus: float
+
+
+def _connect(cfg: ExperimentConfig) -> None:
+    """Join the configured cluster, or an embedded Ray with this machine's CPUs."""
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS", "")
+    if not ray.is_initialized():
+        if address:
+            from metaray.distributed.runners import connect
+
+            connect(cfg.ray)
+        else:
+            ray.init(num_cpus=cfg.ray.num_cpus or os.cpu_count(), include_dashboard=False)
+
+
+def _absolute(spec: SweepSpec, extra: tuple[str, ...]) -> tuple[SweepSpec, tuple[str, ...]]:
+    """Trials run in their own working folders: every relative path becomes absolute."""
+    base = trial_config(spec, {}, extra)
+    output = spec.output if is_uri(spec.output) else str(Path(spec.output).expanduser().absolute())
+    spec = dataclasses.replace(spec, base=str(Path(spec.base).absolute()), output=output.rstrip("/"))
+    data_dir = base.data.data_dir
+    if data_dir and not is_uri(data_dir):
+        extra = (*extra, f"data.data_dir={Path(data_dir).expanduser().absolute()}")
+    return spec, extra
+
+
+def run_sweep(spec: SweepSpec, extra: tuple[str, ...] = (), resume: bool = False) -> Sweep:
+    """Check the sweep, run (or resume) it, and return its results."""
+    space = check_sweep(spec, extra)
+    spec, extra = _absolute(spec, extra)
+    base = trial_config(spec, {}, extra)
+    path = f"{spec.output}/{SWEEP_DIR}"
+    if resume and not tune.Tuner.can_restore(path):
+        raise ConfigError(f"nothing to resume at {path}: run the sweep without --resume first")
+    _connect(base)
+    resources = trial_resources(base)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec, extra=extra), resources)
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"params": space},
+            tune_config=tune.TuneConfig(
+                metric=spec.metric,
+                mode=spec.mode,
+                num_samples=spec.num_samples,
+                scheduler=_scheduler(spec, base),
+                search_alg=_search(spec),
+            ),
+            run_config=tune.RunConfig(name=SWEEP_DIR, storage_path=spec.output, verbose=1),
+        )
+    trial_cpus = sum(b.get("CPU", 0) for b in resources.bundles)
+    cluster_cpus = ray.cluster_resources().get("CPU", 0)
+    print(f"sweep: {spec.num_samples} trials of {trial_cpus:g} CPUs; {math.floor(cluster_cpus / trial_cpus)} at once")
+    return Sweep(tuner.fit(), spec, extra, trial_cpus)
