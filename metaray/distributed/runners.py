@@ -97,8 +97,9 @@ def check_reachable(address: str, timeout_s: float) -> None:
         ) from err
 
 
-def connect(cfg: RayConfig) -> None:
-    """Join `ray.address` / $RAY_ADDRESS, or start an embedded local Ray sized by the config."""
+def connect(cfg: RayConfig, embedded_cpus: int | None = None) -> None:
+    """Join `ray.address` / $RAY_ADDRESS, or start an embedded local Ray with `ray.num_cpus`,
+    else `embedded_cpus`, else the CPUs the config's actors need."""
     if ray.is_initialized():
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
@@ -106,7 +107,7 @@ def connect(cfg: RayConfig) -> None:
         check_reachable(address, cfg.connect_timeout_s)
         ray.init(address=address, log_to_driver=True)
         return
-    num_cpus = cfg.num_cpus or math.ceil(cfg.num_actors * cfg.cpus_per_actor)
+    num_cpus = cfg.num_cpus or embedded_cpus or math.ceil(cfg.num_actors * cfg.cpus_per_actor)
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
 
 

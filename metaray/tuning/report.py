@@ -26,7 +26,7 @@ def trial_rows(sweep: Sweep) -> list[dict]:
         rows.append(
             {
                 "trial": (result.metrics or {}).get("trial_id", ""),
-                **{path: value for path, value in result.config["params"].items()},
+                **result.config["params"],
                 "rounds": int(history["round"].max()) if history is not None and "round" in history else 0,
                 f"last_{spec.metric}": float(values.iloc[-1]) if len(values) else float("nan"),
                 f"best_{spec.metric}": best,

@@ -19,7 +19,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from metaray.config import ConfigError, ExperimentConfig
-from metaray.distributed import train
+from metaray.distributed import connect, train
 from metaray.storage import RunStore, is_uri
 from metaray.tuning.space import SweepSpec, check_sweep, trial_config
 
@@ -79,18 +79,6 @@ class Sweep:
     trial_cpus: float
 
 
-def _connect(cfg: ExperimentConfig) -> None:
-    """Join the configured cluster, or an embedded Ray with this machine's CPUs."""
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS", "")
-    if not ray.is_initialized():
-        if address:
-            from metaray.distributed.runners import connect
-
-            connect(cfg.ray)
-        else:
-            ray.init(num_cpus=cfg.ray.num_cpus or os.cpu_count(), include_dashboard=False)
-
-
 def _absolute(spec: SweepSpec, extra: tuple[str, ...]) -> tuple[SweepSpec, tuple[str, ...]]:
     """Trials run in their own working folders: every relative path becomes absolute."""
     base = trial_config(spec, {}, extra)
@@ -110,7 +98,7 @@ def run_sweep(spec: SweepSpec, extra: tuple[str, ...] = (), resume: bool = False
     path = f"{spec.output}/{SWEEP_DIR}"
     if resume and not tune.Tuner.can_restore(path):
         raise ConfigError(f"nothing to resume at {path}: run the sweep without --resume first")
-    _connect(base)
+    connect(base.ray, embedded_cpus=os.cpu_count())  # an embedded Ray gets the whole machine
     resources = trial_resources(base)
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec, extra=extra), resources)
     if resume:
