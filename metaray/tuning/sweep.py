@@ -76,7 +76,6 @@ class Sweep:
     grid: tune.ResultGrid
     spec: SweepSpec
     extra: tuple[str, ...]
-    trial_cpus: float
 
 
 def _absolute(spec: SweepSpec, extra: tuple[str, ...]) -> tuple[SweepSpec, tuple[str, ...]]:
@@ -117,6 +116,8 @@ def run_sweep(spec: SweepSpec, extra: tuple[str, ...] = (), resume: bool = False
             run_config=tune.RunConfig(name=SWEEP_DIR, storage_path=spec.output, verbose=1),
         )
     trial_cpus = sum(b.get("CPU", 0) for b in resources.bundles)
-    cluster_cpus = ray.cluster_resources().get("CPU", 0)
-    print(f"sweep: {spec.num_samples} trials of {trial_cpus:g} CPUs; {math.floor(cluster_cpus / trial_cpus)} at once")
-    return Sweep(tuner.fit(), spec, extra, trial_cpus)
+    at_once = math.floor(ray.cluster_resources().get("CPU", 0) / trial_cpus)
+    if spec.max_concurrent_trials:
+        at_once = min(at_once, spec.max_concurrent_trials)
+    print(f"sweep: {spec.num_samples} trials of {trial_cpus:g} CPUs; {at_once} at once")
+    return Sweep(tuner.fit(), spec, extra)
