@@ -16,10 +16,19 @@ from metaray.checkpoint import CheckpointError
 from metaray.config import ConfigError, load_config
 from metaray.data import DataError
 from metaray.distributed.runners import ClusterUnreachable
+from metaray.distributed.zero import ShardedModeError
 from metaray.models import ModelLoadError
 from metaray.storage import StorageError
 
-USER_ERRORS = (ConfigError, DataError, ModelLoadError, CheckpointError, ClusterUnreachable, StorageError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    CheckpointError,
+    ClusterUnreachable,
+    StorageError,
+    ShardedModeError,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

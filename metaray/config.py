@@ -1,6 +1,6 @@
 """Typed, frozen experiment configuration.
 
-A config is a YAML file of sections (model, prompt, data, meta, eval, ray, output)
+A config is a YAML file of sections (model, prompt, data, meta, eval, ray, sharded, output)
 plus dotted overrides (`meta.inner.lr=1e-3`). Unknown keys and bad values stop the
 run before any work starts, naming the key and the closest valid one.
 """
@@ -164,6 +164,34 @@ class RayConfig:
         _check(self.memory_per_actor_gb >= 0, "ray.memory_per_actor_gb must be >= 0")
 
 
+SHARDED_DTYPES = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class ShardedConfig:
+    """DeepSpeed ZeRO-3 mode: the frozen backbone partitioned over the W workers of a Ray
+    Train TorchTrainer, each worker adapting on its own tasks in lockstep."""
+
+    enabled: bool = False
+    num_workers: int = 2  # W: ranks the backbone is partitioned over (meta_batch_size must divide by it)
+    cpus_per_worker: float = 1.0
+    use_gpu: bool = False  # one GPU per worker and NCCL; else gloo on CPU
+    dtype: str = "fp32"  # backbone compute dtype: fp32 | bf16 (the prompt and θ stay fp32)
+    offload_params: bool = False  # ZeRO-3 parameter offload to CPU memory (GPU workers)
+    zero_init: bool = True  # build the model already partitioned (deepspeed.zero.Init), never whole
+    persistence_threshold: int = 0  # parameters below this many elements stay whole on every rank
+    prefetch_elements: int = 0  # gather ahead of use (0: each layer when it runs, least memory; GPUs: 5e7)
+    collective_timeout_s: float = 600.0  # a rank that waits this long for its peers fails the run
+
+    def __post_init__(self) -> None:
+        _check(self.num_workers >= 1, f"sharded.num_workers must be >= 1, got {self.num_workers}")
+        _check(self.cpus_per_worker > 0, "sharded.cpus_per_worker must be > 0")
+        _check(self.dtype in SHARDED_DTYPES, f"sharded.dtype must be one of {SHARDED_DTYPES}, got {self.dtype!r}")
+        _check(self.persistence_threshold >= 0, "sharded.persistence_threshold must be >= 0")
+        _check(self.prefetch_elements >= 0, "sharded.prefetch_elements must be >= 0")
+        _check(not self.offload_params or self.use_gpu, "sharded.offload_params needs sharded.use_gpu=true")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = "runs/default"  # a path every node sees, or an object-storage URI (s3://bucket/runs/x)
@@ -185,12 +213,30 @@ class ExperimentConfig:
     meta: MetaConfig = field(default_factory=MetaConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    sharded: ShardedConfig = field(default_factory=ShardedConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
         _check(
             not (self.ray.local and self.meta.round_deadline_s),
             "meta.round_deadline_s needs Ray actors; unset it or set ray.local=false",
+        )
+        if self.sharded.enabled:
+            self._check_sharded()
+
+    def _check_sharded(self) -> None:
+        """Lockstep: every rank runs the same number of tasks, none may be dropped."""
+        b, w = self.meta.meta_batch_size, self.sharded.num_workers
+        _check(
+            b % w == 0,
+            f"sharded mode: meta.meta_batch_size={b} tasks do not divide among sharded.num_workers={w} "
+            f"(each worker adapts meta_batch_size / num_workers tasks per round); "
+            f"use a multiple of {w}, e.g. meta.meta_batch_size={b + w - b % w}",
+        )
+        _check(not self.ray.local, "sharded.enabled and ray.local are two different modes; set one")
+        _check(
+            not self.meta.round_deadline_s,
+            "meta.round_deadline_s drops straggling tasks, which sharded mode cannot (its ranks run in lockstep)",
         )
 
 

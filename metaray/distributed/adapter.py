@@ -42,6 +42,15 @@ class EvalResult:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+def tensor_digest(named) -> str:
+    """sha256 over (name, tensor) pairs, in the order given."""
+    digest = hashlib.sha256()
+    for name, tensor in named:
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def source_config(cfg: ExperimentConfig) -> SourceConfig:
     return SourceConfig(
         data_dir=str(cfg.data.resolved_dir()),
@@ -57,16 +66,22 @@ class TaskAdapter:
     to a read-only, zero-copy view); None loads a private copy. The backbone runs on
     the GPU where one is visible."""
 
-    def __init__(self, cfg: ExperimentConfig, backbone: SharedBackbone | None = None) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, backbone: SharedBackbone | None = None, loaded: tuple | None = None
+    ) -> None:
         torch.set_num_threads(cfg.ray.torch_threads)
-        import_model_code(backbone.config if backbone is not None else backbone_config(cfg.model))
-        self.memory_log = {"before_backbone": process_memory()}
         self.cfg = cfg
         self.sources = source_config(cfg)
-        tokenizer, model = import_backbone(backbone) if backbone is not None else load_backbone(cfg.model)
-        if torch.cuda.is_available():
-            model.to("cuda")
-        self.memory_log["after_backbone"] = process_memory()
+        if loaded is None:
+            import_model_code(backbone.config if backbone is not None else backbone_config(cfg.model))
+            self.memory_log = {"before_backbone": process_memory()}
+            tokenizer, model = import_backbone(backbone) if backbone is not None else load_backbone(cfg.model)
+            if torch.cuda.is_available():
+                model.to("cuda")
+            self.memory_log["after_backbone"] = process_memory()
+        else:  # (tokenizer, model) placed by the caller, e.g. partitioned by DeepSpeed
+            tokenizer, model = loaded
+            self.memory_log = {}
         self.classifier = PromptedClassifier(PromptedEncoder(cfg.model, tokenizer, model))
 
     def memory(self) -> dict[str, dict[str, float]]:
@@ -75,11 +90,7 @@ class TaskAdapter:
 
     def backbone_digest(self) -> str:
         """sha256 over every backbone parameter and buffer: equal digests, equal bits."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.classifier.encoder.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+        return tensor_digest(sorted(self.classifier.encoder.model.state_dict().items()))
 
     def init_prompt(self, prompt_cfg: PromptConfig | None = None) -> torch.Tensor:
         return self.classifier.init_prompt(prompt_cfg or self.cfg.prompt)

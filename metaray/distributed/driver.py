@@ -20,6 +20,7 @@ from metaray.config import ConfigError, ExperimentConfig, to_dict
 from metaray.data import TaskSampler, TaskSpec, check_feasible, load_corpus
 from metaray.distributed.adapter import source_config
 from metaray.distributed.runners import Runner, make_runner
+from metaray.distributed.zero import check_deepspeed
 from metaray.metrics import MetricsWriter
 from metaray.models import check_backbone
 from metaray.storage import RunStore
@@ -27,8 +28,10 @@ from metaray.storage import RunStore
 
 def preflight(cfg: ExperimentConfig) -> TaskSampler:
     """Every check that can fail before actors start: data, episode shapes, backbone,
-    and that the output folder (path or URI) can be opened."""
+    DeepSpeed for sharded mode, and that the output folder (path or URI) can be opened."""
     RunStore(cfg.output.dir)
+    if cfg.sharded.enabled:
+        check_deepspeed()
     sources = source_config(cfg)
     check_backbone(cfg.model)
     d = cfg.data

@@ -13,7 +13,8 @@ MIB = 1024 * 1024
 
 
 def process_memory(pid: int | str = "self") -> dict[str, float]:
-    """{rss, pss, uss, shared} in MiB; empty where /proc/PID/smaps_rollup is missing (not Linux)."""
+    """{rss, pss, uss, shared, peak_rss} in MiB (peak_rss: the most RSS the process has
+    had, VmHWM); empty where /proc/PID/smaps_rollup is missing (not Linux)."""
     rollup = Path(f"/proc/{pid}/smaps_rollup")
     if not rollup.is_file():
         return {}
@@ -21,6 +22,9 @@ def process_memory(pid: int | str = "self") -> dict[str, float]:
     for line in rollup.read_text().splitlines()[1:]:
         key, _, value = line.partition(":")
         kib[key.strip()] = int(value.split()[0])
+    status = Path(f"/proc/{pid}/status")
+    peak = next((ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM")), "VmHWM: 0 kB")
+    kib["VmHWM"] = int(peak.split()[1])
     private = kib.get("Private_Clean", 0) + kib.get("Private_Dirty", 0)
     shared = kib.get("Shared_Clean", 0) + kib.get("Shared_Dirty", 0)
     return {
@@ -30,5 +34,6 @@ def process_memory(pid: int | str = "self") -> dict[str, float]:
             "pss": kib.get("Pss", 0),
             "uss": private,
             "shared": shared,
+            "peak_rss": kib["VmHWM"],
         }.items()
     }

@@ -97,9 +97,10 @@ def check_reachable(address: str, timeout_s: float) -> None:
         ) from err
 
 
-def connect(cfg: RayConfig, embedded_cpus: int | None = None) -> None:
+def connect(cfg: RayConfig, embedded_cpus: int | None = None, dashboard: bool = False) -> None:
     """Join `ray.address` / $RAY_ADDRESS, or start an embedded local Ray with `ray.num_cpus`,
-    else `embedded_cpus`, else the CPUs the config's actors need."""
+    else `embedded_cpus`, else the CPUs the config's actors need (with its dashboard, and
+    so the State API, where `dashboard`)."""
     if ray.is_initialized():
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
@@ -108,7 +109,7 @@ def connect(cfg: RayConfig, embedded_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
         return
     num_cpus = cfg.num_cpus or embedded_cpus or math.ceil(cfg.num_actors * cfg.cpus_per_actor)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True)
 
 
 class RayRunner:
@@ -218,4 +219,9 @@ class RayRunner:
 
 
 def make_runner(cfg: ExperimentConfig) -> Runner:
+    """This process (`ray.local`), DeepSpeed ZeRO-3 workers (`sharded.enabled`), or actors."""
+    if cfg.sharded.enabled:
+        from metaray.distributed.sharded import ShardedRunner  # sharded imports this module
+
+        return ShardedRunner(cfg)
     return LocalRunner(cfg) if cfg.ray.local else RayRunner(cfg)

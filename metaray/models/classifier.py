@@ -61,9 +61,12 @@ class PromptedClassifier:
         return loss
 
     def query_loss(self, prompt: torch.Tensor, episode: Episode) -> torch.Tensor:
-        """Cross-entropy of the query set against support prototypes, both under `prompt`."""
-        support = self.encoder.embed(episode.support_texts, prompt)
-        query = self.encoder.embed(episode.query_texts, prompt)
+        """Cross-entropy of the query set against support prototypes, both under `prompt`.
+        One forward pass over support and query together: a partitioned (ZeRO-3) backbone
+        frees its gathered layers only when each backward pass covers one forward pass."""
+        n_support = len(episode.support_texts)
+        both = self.encoder.embed(episode.support_texts + episode.query_texts, prompt)
+        support, query = both[:n_support], both[n_support:]
         protos = prototypes(support, torch.from_numpy(episode.support_labels), episode.n_classes)
         return F.cross_entropy(cosine_logits(query, protos, self.scale), torch.from_numpy(episode.query_labels))
 

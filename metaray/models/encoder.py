@@ -33,7 +33,7 @@ class PromptedEncoder:
 
     @property
     def hidden_size(self) -> int:
-        return self.embedding_table.shape[1]
+        return self.model.get_input_embeddings().embedding_dim  # the table may be partitioned (ZeRO-3)
 
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -58,7 +58,7 @@ class PromptedEncoder:
         states = self.model(inputs_embeds=tokens, attention_mask=mask).last_hidden_state  # (B, P+T, D)
         weights = pool_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return F.normalize(pooled, dim=-1).cpu()
+        return F.normalize(pooled.float(), dim=-1).cpu()  # fp32 for the heads, whatever the backbone computes in
 
     @torch.no_grad()
     def encode(self, texts, prompt: torch.Tensor | None) -> torch.Tensor:

@@ -60,3 +60,25 @@ def test_round_trip_through_dict():
     tree = to_dict(cfg)
     assert tree["eval"]["checkpoints"] == {"reptile": "runs/x"}
     assert build(ExperimentConfig, tree) == cfg
+
+
+def test_sharded_meta_batch_must_divide_among_workers():
+    with pytest.raises(ConfigError, match=r"meta.meta_batch_size=5 .* sharded.num_workers=2.*meta_batch_size=6"):
+        load_config(None, ["sharded.enabled=true", "sharded.num_workers=2", "meta.meta_batch_size=5"])
+    assert load_config(
+        None, ["sharded.enabled=true", "sharded.num_workers=2", "meta.meta_batch_size=4"]
+    ).sharded.enabled
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["sharded.enabled=true", "ray.local=true"], "two different modes"),
+        (["sharded.enabled=true", "meta.round_deadline_s=5"], "lockstep"),
+        (["sharded.offload_params=true"], "use_gpu"),
+        (["sharded.dtype=fp16"], "fp32"),
+    ],
+)
+def test_sharded_settings_that_cannot_work_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
