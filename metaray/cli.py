@@ -1,8 +1,10 @@
-"""The `metaray` command: train | eval | tune.
+"""The `metaray` command: train | eval | tune | serve.
 
 metaray train CONFIG [section.key=value ...] [--resume]
 metaray eval  CONFIG [section.key=value ...] [--out FILE]
 metaray tune  SWEEP  [section.key=value ...] [--resume] [--num-samples N] [--output DIR]
+metaray serve SERVE_CONFIG [key=value ...] [--host H] [--port P]
+metaray export SERVE_CONFIG TASK_ID OUT_DIR [key=value ...]
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from metaray.data import DataError
 from metaray.distributed.runners import ClusterUnreachable
 from metaray.distributed.zero import ShardedModeError
 from metaray.models import ModelLoadError
+from metaray.serving.peft_export import ExportError
+from metaray.serving.store import TaskNotFound
 from metaray.storage import StorageError
 
 USER_ERRORS = (
@@ -28,6 +32,8 @@ USER_ERRORS = (
     ClusterUnreachable,
     StorageError,
     ShardedModeError,
+    TaskNotFound,
+    ExportError,
 )
 
 
@@ -49,7 +55,31 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", action="store_true", help="continue the interrupted sweep in its output folder")
     tune.add_argument("--num-samples", type=int, help="trials (default: the sweep file's num_samples)")
     tune.add_argument("--output", help="folder or URI for the sweep (default: the sweep file's output)")
+    serve = sub.add_parser("serve", help="serve few-shot tasks over HTTP (Ray Serve)")
+    serve.add_argument("config", help="Ray Serve config YAML (serve/config.yaml)")
+    serve.add_argument("overrides", nargs="*", help="overrides of the application's args, e.g. checkpoint=runs/demo")
+    serve.add_argument("--host", help="bind address (default: the file's http_options.host, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: the file's http_options.port, else 8000)")
+    export = sub.add_parser("export", help="export a served task as a PEFT prompt-tuning adapter")
+    export.add_argument("config", help="the Ray Serve config YAML the task was served with")
+    export.add_argument("task_id")
+    export.add_argument("out", help="folder for adapter_config.json + adapter_model.safetensors")
+    export.add_argument("overrides", nargs="*", help="overrides of the application's args, e.g. store=DIR")
     return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    from metaray.serving.run import export_task, load_serve_config
+
+    print(f"wrote {export_task(load_serve_config(args.config, args.overrides), args.task_id, args.out)}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from metaray.serving.run import load_serve_config, serve_forever
+
+    serve_forever(load_serve_config(args.config, args.overrides), args.host, args.port)
+    return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -77,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "tune":
             return _tune(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "export":
+            return _export(args)
         cfg = load_config(args.config, args.overrides)
         if args.command == "train":
             from metaray.distributed import train

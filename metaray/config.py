@@ -30,6 +30,9 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says what to change."""
 
 
+PROMPT_POSITIONS = ("after_special", "first")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "all-MiniLM-L6-v2"  # Hugging Face id, local folder, or a packaged name (SmolLM2-135M-Instruct)
@@ -37,8 +40,15 @@ class ModelConfig:
     max_length: int = 64  # tokens per sentence, before the prompt
     scale: float = 20.0  # temperature of cosine / linear logits
     pool_prompt: bool = False  # include prompt positions in mean pooling
+    prompt_position: str = "after_special"  # after [CLS]/BOS | first (PEFT's prompt tuning layout: exportable)
     allow_download: bool = False  # let transformers fetch a model id that is not local
     encode_batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        _check(
+            self.prompt_position in PROMPT_POSITIONS,
+            f"model.prompt_position must be one of {PROMPT_POSITIONS}, got {self.prompt_position!r}",
+        )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from tqdm.auto import tqdm
 
 from metaray.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from metaray.config import ConfigError, ExperimentConfig, to_dict
+from metaray.config import ConfigError, ExperimentConfig, build, to_dict
 from metaray.data import TaskSampler, TaskSpec, check_feasible, load_corpus
 from metaray.distributed.adapter import source_config
 from metaray.distributed.runners import Runner, make_runner
@@ -78,6 +78,7 @@ RESUME_KEYS = (
     ("model", "backbone"),
     ("model", "max_length"),
     ("model", "pool_prompt"),
+    ("model", "prompt_position"),
     ("prompt", "length"),
     ("data", "meta_train"),
     ("data", "n_way"),
@@ -95,6 +96,7 @@ RESUME_KEYS = (
 def check_resumable(cfg: ExperimentConfig, saved: dict) -> None:
     """Refuse to continue a run under a config that would break it, listing every difference."""
     now = to_dict(cfg)
+    saved = to_dict(build(ExperimentConfig, saved))  # settings added since the checkpoint: their defaults
     diffs = [
         f"{section}.{key}: checkpoint {saved.get(section, {}).get(key)!r}, now {now[section][key]!r}"
         for section, key in RESUME_KEYS

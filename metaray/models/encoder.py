@@ -29,7 +29,8 @@ class PromptedEncoder:
         self.embedding_table = model.get_input_embeddings().weight  # (V, D), frozen
         self.device = self.embedding_table.device
         with_special, bare = tokenizer("a")["input_ids"], tokenizer("a", add_special_tokens=False)["input_ids"]
-        self.n_prefix = int(with_special[:1] != bare[:1])  # 1: [CLS]/BOS first; the prompt goes after it
+        # 1: the prompt goes after a leading [CLS]/BOS; 0: first (also PEFT's layout)
+        self.n_prefix = int(with_special[:1] != bare[:1] and cfg.prompt_position == "after_special")
 
     @property
     def hidden_size(self) -> int:

@@ -38,7 +38,8 @@ def test_image_and_kuberay_manifests_pin_this_ray():
     assert KUBERAY, "no KubeRay manifests"
     for path in KUBERAY:
         manifest = yaml.safe_load(path.read_text())
-        cluster = manifest["spec"].get("rayClusterSpec", manifest["spec"])
+        spec = manifest["spec"]
+        cluster = spec.get("rayClusterSpec") or spec.get("rayClusterConfig") or spec
         assert manifest["apiVersion"] == "ray.io/v1", path.name
         assert cluster["rayVersion"] == ray.__version__, path.name
         assert cluster["authOptions"] == {"mode": "token"}, path.name
@@ -51,3 +52,31 @@ def test_job_entrypoints_are_metaray_commands_with_valid_configs(path):
     args = parse_args(argv[1:])
     cfg = load_config(ROOT / args.config, args.overrides)
     assert cfg.ray.gpus_per_actor > 0, "a GPU cluster job should give its actors GPUs"
+
+
+SERVE_CONFIGS = {
+    "serve/config.yaml": yaml.safe_load((ROOT / "serve" / "config.yaml").read_text()),
+    "kuberay/rayservice.yaml": yaml.safe_load(
+        yaml.safe_load((CLUSTER / "kuberay" / "rayservice.yaml").read_text())["spec"]["serveConfigV2"]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SERVE_CONFIGS)
+def test_serve_configs_pass_serves_schema_and_their_args_load(name):
+    from ray.serve.schema import ServeDeploySchema
+
+    from metaray.serving.app import Classifier, api, settings_from
+
+    config = ServeDeploySchema.model_validate(SERVE_CONFIGS[name])
+    (app,) = config.applications
+    assert app.import_path == "metaray.serving.app:build_app"
+    settings_from(app.args)  # unknown keys or bad values fail here
+    names = {d.name for d in app.deployments}
+    assert names == {Classifier.name, api.name}, names
+    classifier = next(d for d in app.deployments if d.name == "Classifier")
+    assert classifier.autoscaling_config["max_replicas"] > classifier.autoscaling_config["min_replicas"] >= 1
+
+
+def test_the_local_serve_config_binds_to_loopback():
+    assert SERVE_CONFIGS["serve/config.yaml"]["http_options"]["host"] == "127.0.0.1"

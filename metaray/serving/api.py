@@ -1,0 +1,229 @@
+"""The versioned HTTP API (FastAPI behind Ray Serve; OpenAPI docs at /docs).
+
+Errors: a malformed body is a 422 naming the field (pydantic), an unknown task a 404,
+too many examples or texts, or a text too long, a 413 (limits in the settings), a
+taken id a 409, a task whose files cannot be read a 500 naming the file (the replica
+keeps serving). With a token configured, creating, feedback and deleting need
+`Authorization: Bearer TOKEN`.
+"""
+
+import asyncio
+import hmac
+import os
+import uuid
+
+from fastapi import FastAPI, Header, HTTPException, Response
+from ray import serve
+
+from metaray.serving.schemas import (
+    AnswerBody,
+    ClassifyBody,
+    ClassifyResult,
+    ClassifyTask,
+    CreateTask,
+    FeedbackAccepted,
+    FeedbackBody,
+    TaskInfo,
+    TaskList,
+)
+from metaray.serving.store import CorruptTask, TaskExists, TaskNotFound, TaskStore
+
+app = FastAPI(title="metaray", version="1", description="Few-shot tasks on a meta-learned soft prompt.")
+QA_PENDING = "question answering needs the causal-LM model, which is not in this release yet"
+
+
+def _too_large(what: str, n: int, limit: int) -> None:
+    if n > limit:
+        raise HTTPException(413, f"{what}: {n} is over the limit of {limit}")
+
+
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
+@serve.ingress(app)
+class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
+    def __init__(self, settings, classifier) -> None:
+        self.settings = settings
+        self.store = TaskStore(settings.store)
+        self.classifier = classifier
+        self.token = os.environ.get(settings.token_env, "")
+        self.readapting: dict[str, asyncio.Task] = {}
+        self.recovered = False
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _authorise(self, authorization: str | None) -> None:
+        if self.token and not hmac.compare_digest(authorization or "", f"Bearer {self.token}"):
+            raise HTTPException(401, "this call changes state: send Authorization: Bearer TOKEN")
+
+    def _meta(self, task_id: str) -> dict:
+        try:
+            return self.store.read_meta(task_id)
+        except ValueError as err:  # a bad id cannot name a task
+            raise HTTPException(404, f"no task {task_id!r}") from err
+        except TaskNotFound as err:
+            raise HTTPException(404, f"no task {task_id!r}") from err
+        except CorruptTask as err:
+            raise HTTPException(500, str(err)) from err
+
+    def _check_texts(self, texts: list[str], field: str) -> None:
+        for i, text in enumerate(texts):
+            _too_large(f"{field}[{i}] characters", len(text), self.settings.max_text_chars)
+
+    def _recover(self) -> None:
+        """Once per replica: re-adapt tasks whose feedback arrived but was never adapted."""
+        if self.recovered:
+            return
+        self.recovered = True
+        for task_id in self.store.ids():
+            try:
+                if self._pending(task_id, self.store.read_meta(task_id)):
+                    self._schedule(task_id)
+            except (TaskNotFound, CorruptTask):
+                continue
+
+    def _pending(self, task_id: str, meta: dict) -> dict[str, list[dict]]:
+        included = set(meta.get("feedback", []))
+        return {name: ex for name, ex in self.store.feedback(task_id).items() if name not in included}
+
+    def _schedule(self, task_id: str) -> None:
+        running = self.readapting.get(task_id)
+        if running is None or running.done():
+            self.readapting[task_id] = asyncio.get_running_loop().create_task(self._readapt(task_id))
+
+    async def _readapt(self, task_id: str) -> None:
+        """New versions until every feedback file is included (another replica may write
+        a version first: then start again from it)."""
+        while True:
+            try:
+                meta = self.store.read_meta(task_id)
+            except (TaskNotFound, CorruptTask):
+                return
+            pending = self._pending(task_id, meta)
+            if not pending:
+                return
+            examples = meta["examples"] + [e for batch in pending.values() for e in batch]
+            tensors, metrics = await self.classifier.adapt.remote(
+                [e["text"] for e in examples], [e["label"] for e in examples], meta["metrics"].get("steps")
+            )
+            new = {**meta, "examples": examples, "metrics": metrics, "feedback": [*meta.get("feedback", []), *pending]}
+            try:
+                self.store.write_version(task_id, meta["version"] + 1, tensors, new)
+            except (FileExistsError, TaskNotFound):
+                continue
+
+    def _info(self, meta: dict) -> TaskInfo:
+        pending = len(self._pending(meta["id"], meta))
+        return TaskInfo(
+            id=meta["id"],
+            kind=meta["kind"],
+            version=meta["version"],
+            labels=meta.get("labels", []),
+            examples=len(meta["examples"]),
+            pending_feedback=pending,
+            metrics=meta.get("metrics", {}),
+        )
+
+    # -- routes ----------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict:
+        self._recover()
+        return {"status": "ok"}
+
+    @app.post("/v1/tasks", status_code=201)
+    async def create(self, body: CreateTask, authorization: str | None = Header(default=None)) -> TaskInfo:
+        self._authorise(authorization)
+        self._recover()
+        if not isinstance(body, ClassifyTask):
+            raise HTTPException(501, QA_PENDING)
+        _too_large("examples", len(body.examples), self.settings.max_examples)
+        self._check_texts([e.text for e in body.examples], "examples")
+        steps = None if body.steps is None else min(body.steps, self.settings.adapt.steps)
+        task_id = body.id or uuid.uuid4().hex[:16]
+        try:
+            self.store.claim(task_id)
+        except TaskExists as err:
+            raise HTTPException(409, f"task {task_id!r} already exists") from err
+        examples = [e.model_dump() for e in body.examples]
+        try:
+            tensors, metrics = await self.classifier.adapt.remote(
+                [e["text"] for e in examples], [e["label"] for e in examples], steps
+            )
+            meta = {"kind": "classify", "labels": sorted({e["label"] for e in examples}), "examples": examples}
+            self.store.write_version(task_id, 1, tensors, {**meta, "metrics": metrics, "feedback": []})
+        except BaseException:
+            self.store.delete(task_id)  # a failed create leaves nothing behind
+            raise
+        return self._info(self.store.read_meta(task_id))
+
+    @app.get("/v1/tasks")
+    async def list_tasks(self) -> TaskList:
+        tasks, corrupt = [], []
+        for task_id in self.store.ids():
+            try:
+                tasks.append(self._info(self.store.check(task_id)))
+            except TaskNotFound:  # still being created, or just deleted
+                continue
+            except CorruptTask:
+                corrupt.append(task_id)
+        return TaskList(tasks=tasks, corrupt=corrupt)
+
+    @app.get("/v1/tasks/{task_id}")
+    async def get(self, task_id: str) -> TaskInfo:
+        return self._info(self._meta(task_id))
+
+    @app.delete("/v1/tasks/{task_id}", status_code=204)
+    async def delete(self, task_id: str, authorization: str | None = Header(default=None)) -> Response:
+        self._authorise(authorization)
+        self._meta(task_id)
+        try:
+            self.store.delete(task_id)
+        except TaskNotFound as err:
+            raise HTTPException(404, f"no task {task_id!r}") from err
+        return Response(status_code=204)
+
+    @app.post("/v1/tasks/{task_id}/classify")
+    async def classify(self, task_id: str, body: ClassifyBody) -> ClassifyResult:
+        meta = self._meta(task_id)
+        if meta["kind"] != "classify":
+            raise HTTPException(409, f"task {task_id!r} is a {meta['kind']} task")
+        _too_large("texts", len(body.texts), self.settings.max_texts)
+        self._check_texts(body.texts, "texts")
+        handle = self.classifier.options(multiplexed_model_id=f"{task_id}@{meta['version']}")
+        try:
+            predictions = await handle.classify.remote(body.texts)
+        except (TaskNotFound, CorruptTask) as err:  # deleted meanwhile, or unreadable
+            raise HTTPException(404 if isinstance(err, TaskNotFound) else 500, str(err)) from err
+        return ClassifyResult(id=task_id, version=meta["version"], predictions=predictions)
+
+    @app.post("/v1/tasks/{task_id}/feedback", status_code=202)
+    async def feedback(
+        self, task_id: str, body: FeedbackBody, authorization: str | None = Header(default=None)
+    ) -> FeedbackAccepted:
+        self._authorise(authorization)
+        meta = self._meta(task_id)
+        labels = set(meta.get("labels", []))
+        for i, example in enumerate(body.examples):
+            if example.label not in labels:
+                raise HTTPException(
+                    422,
+                    [
+                        {
+                            "loc": ["body", "examples", i, "label"],
+                            "msg": f"unknown label {example.label!r}; task {task_id!r} has {sorted(labels)}",
+                            "type": "value_error",
+                        }
+                    ],
+                )
+        total = len(meta["examples"]) + sum(map(len, self._pending(task_id, meta).values())) + len(body.examples)
+        _too_large("examples with feedback", total, self.settings.max_examples)
+        self._check_texts([e.text for e in body.examples], "examples")
+        name = self.store.add_feedback(task_id, [e.model_dump() for e in body.examples])
+        self._schedule(task_id)
+        return FeedbackAccepted(id=task_id, feedback=name, version=meta["version"])
+
+    @app.post("/v1/tasks/{task_id}/answer")
+    async def answer(self, task_id: str, body: AnswerBody) -> dict:
+        meta = self._meta(task_id)
+        if meta["kind"] != "qa":
+            raise HTTPException(409, f"task {task_id!r} is a {meta['kind']} task; use /classify")
+        raise HTTPException(501, QA_PENDING)

@@ -1,0 +1,93 @@
+"""The HTTP API's request and response bodies (pydantic: a bad body is a 422 naming the field)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from metaray.serving.store import TASK_ID
+
+TaskId = Annotated[str, Field(pattern=TASK_ID.pattern, description="letters, digits, '-', '_'; at most 64")]
+
+
+class LabelledText(BaseModel):
+    text: str = Field(min_length=1)
+    label: str = Field(min_length=1)
+
+
+class QAExample(BaseModel):
+    context: str = Field(min_length=1)
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+
+
+class ClassifyTask(BaseModel):
+    """A classification task from labelled texts: at least two labels."""
+
+    kind: Literal["classify"]
+    id: TaskId | None = None
+    examples: list[LabelledText] = Field(min_length=2)
+    steps: int | None = Field(default=None, ge=0, description="adaptation steps; at most the server's budget")
+
+    @model_validator(mode="after")
+    def _two_labels(self) -> ClassifyTask:
+        if len({e.label for e in self.examples}) < 2:
+            raise ValueError("examples: a classification task needs examples of at least two labels")
+        return self
+
+
+class QATask(BaseModel):
+    kind: Literal["qa"]
+    id: TaskId | None = None
+    examples: list[QAExample] = Field(min_length=1)
+    steps: int | None = Field(default=None, ge=0)
+
+
+CreateTask = Annotated[ClassifyTask | QATask, Field(discriminator="kind")]
+
+
+class TaskInfo(BaseModel):
+    id: str
+    kind: str
+    version: int
+    labels: list[str] = []
+    examples: int
+    pending_feedback: int = 0
+    metrics: dict = {}
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskInfo]
+    corrupt: list[str] = Field(default=[], description="tasks whose files cannot be read (skipped)")
+
+
+class ClassifyBody(BaseModel):
+    texts: list[str] = Field(min_length=1)
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class ClassifyResult(BaseModel):
+    id: str
+    version: int
+    predictions: list[Prediction]
+
+
+class FeedbackBody(BaseModel):
+    examples: list[LabelledText] = Field(min_length=1)
+
+
+class FeedbackAccepted(BaseModel):
+    id: str
+    feedback: str
+    version: int = Field(description="the version now served; the re-adapted one follows in the background")
+
+
+class AnswerBody(BaseModel):
+    context: str = Field(min_length=1)
+    question: str = Field(min_length=1)

@@ -1,0 +1,173 @@
+"""The task store: each version of each served task as safetensors + JSON in a folder.
+
+    ROOT/TASK_ID/v000001/{task.safetensors, task.json}   one adaptation (atomic: renamed into place)
+    ROOT/TASK_ID/feedback/NNNNNNNNNNNNNNNN-HEX.json      corrected examples, each written atomically
+
+A task id is claimed by creating its folder (atomic on a POSIX filesystem, so of two
+concurrent creates exactly one wins). A version is written to a temporary folder and
+renamed to `vNNNNNN`, which fails if that version exists: two replicas re-adapting
+the same task cannot overwrite each other. Feedback is on disk before it is
+acknowledged, and each version records which feedback files it includes, so feedback
+not yet adapted is found again after a restart. ROOT is a local or shared path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+TENSORS, META = "task.safetensors", "task.json"
+
+
+class TaskNotFound(KeyError):
+    """No task with this id (or it was deleted)."""
+
+
+class TaskExists(FileExistsError):
+    """The id is taken (another create won)."""
+
+
+class CorruptTask(ValueError):
+    """A task's files cannot be read; the message names the file."""
+
+
+def check_task_id(task_id: str) -> str:
+    if not TASK_ID.match(task_id):
+        raise ValueError(f"task id {task_id!r} must be 1-64 letters, digits, '-' or '_' (first a letter or digit)")
+    return task_id
+
+
+@dataclass
+class TaskVersion:
+    """One adaptation of a task: tensors (prompt, prototypes) and metadata (kind,
+    labels, examples, included feedback, adaptation metrics)."""
+
+    task_id: str
+    version: int
+    tensors: dict[str, torch.Tensor]
+    meta: dict
+
+
+class TaskStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, task_id: str) -> Path:
+        return self.root / check_task_id(task_id)
+
+    def claim(self, task_id: str) -> None:
+        """Reserve a new id; TaskExists if it is taken."""
+        try:
+            self._dir(task_id).mkdir()
+        except FileExistsError as err:
+            raise TaskExists(f"task {task_id!r} already exists") from err
+
+    def exists(self, task_id: str) -> bool:
+        return self._dir(task_id).is_dir()
+
+    def ids(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and TASK_ID.match(p.name))
+
+    def versions(self, task_id: str) -> list[int]:
+        folder = self._dir(task_id)
+        if not folder.is_dir():
+            raise TaskNotFound(task_id)
+        return sorted(int(p.name[1:]) for p in folder.glob("v[0-9]*") if p.name[1:].isdigit())
+
+    def latest_version(self, task_id: str) -> int:
+        """0 while the first adaptation is still running."""
+        versions = self.versions(task_id)
+        return versions[-1] if versions else 0
+
+    def write_version(self, task_id: str, version: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Atomically add version `version`; FileExistsError if another writer got there first."""
+        folder = self._dir(task_id)
+        if not folder.is_dir():
+            raise TaskNotFound(task_id)
+        tmp = folder / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+            (tmp / META).write_text(json.dumps({**meta, "id": task_id, "version": version}))
+            try:
+                os.rename(tmp, folder / f"v{version:06d}")  # fails where the version exists
+            except OSError as err:
+                raise FileExistsError(f"task {task_id!r} version {version} was written by another replica") from err
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def read_meta(self, task_id: str, version: int | None = None) -> dict:
+        version = version or self.latest_version(task_id)
+        path = self._dir(task_id) / f"v{version:06d}" / META
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError as err:
+            raise TaskNotFound(task_id) from err
+        except (OSError, ValueError) as err:
+            raise CorruptTask(f"task {task_id!r}: cannot read {path}: {err}") from err
+
+    def read(self, task_id: str, version: int | None = None) -> TaskVersion:
+        version = version or self.latest_version(task_id)
+        meta = self.read_meta(task_id, version)
+        path = self._dir(task_id) / f"v{version:06d}" / TENSORS
+        try:
+            tensors = load_file(str(path))
+        except FileNotFoundError as err:
+            raise TaskNotFound(task_id) from err
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad files
+            raise CorruptTask(f"task {task_id!r}: cannot read {path}: {err}") from err
+        return TaskVersion(task_id, version, tensors, meta)
+
+    def check(self, task_id: str) -> dict:
+        """The latest version's metadata, after checking that its tensor file opens (header
+        only); CorruptTask names the file that does not."""
+        meta = self.read_meta(task_id)
+        path = self._dir(task_id) / f"v{meta['version']:06d}" / TENSORS
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad files
+            raise CorruptTask(f"task {task_id!r}: cannot read {path}: {err}") from err
+        return meta
+
+    def add_feedback(self, task_id: str, examples: list[dict]) -> str:
+        """Persist corrected examples (atomically); returns the feedback file's name."""
+        folder = self._dir(task_id) / "feedback"
+        if not self._dir(task_id).is_dir():
+            raise TaskNotFound(task_id)
+        folder.mkdir(exist_ok=True)
+        name = f"{time.time_ns():016x}-{uuid.uuid4().hex[:8]}.json"
+        tmp = folder / f".{name}"
+        tmp.write_text(json.dumps(examples))
+        os.replace(tmp, folder / name)
+        return name
+
+    def feedback(self, task_id: str) -> dict[str, list[dict]]:
+        """Every feedback file of the task, oldest first: name -> examples."""
+        folder = self._dir(task_id) / "feedback"
+        if not folder.is_dir():
+            return {}
+        return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("[0-9a-f]*.json"))}
+
+    def delete(self, task_id: str) -> None:
+        """Remove a task and all its versions (renamed away first, so readers never see half)."""
+        folder = self._dir(task_id)
+        trash = self.root / f".deleted-{task_id}-{uuid.uuid4().hex}"
+        try:
+            os.rename(folder, trash)
+        except FileNotFoundError as err:
+            raise TaskNotFound(task_id) from err
+        shutil.rmtree(trash, ignore_errors=True)

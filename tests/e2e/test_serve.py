@@ -1,0 +1,222 @@
+"""`metaray serve` end to end over HTTP on 127.0.0.1: a real Serve app on an embedded Ray,
+a meta-trained checkpoint, the task store on disk, a restart, and bad input."""
+
+import concurrent.futures
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from metaray.config import load_config
+from metaray.data import load_corpus
+from metaray.distributed.adapter import source_config
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`metaray serve serve/config.yaml` in a subprocess; restartable."""
+
+    def __init__(self, checkpoint: Path, store: Path, log: Path) -> None:
+        self.args = [f"checkpoint={checkpoint}", f"store={store}", "max_examples=40", "max_text_chars=300"]
+        self.args += ["max_texts=16", "adapt.steps=3"]
+        self.port, self.log, self.proc = free_port(), log, None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {**os.environ, "METARAY_SERVE_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+        env.pop("RAY_ADDRESS", None)
+        cmd = [sys.executable, "-m", "metaray.cli", "serve", "serve/config.yaml", *self.args, "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except (requests.ConnectionError, requests.Timeout):  # proxy up, app still starting
+                pass
+            time.sleep(2)
+        raise AssertionError("server did not come up:\n" + self.log.read_text()[-3000:])
+
+    def stop(self) -> None:
+        """SIGTERM, as a user's Ctrl-C or a supervisor would; the whole process group
+        (the embedded Ray too) is killed if it has not gone within 90 s."""
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+            raise AssertionError("metaray serve ignored SIGTERM:\n" + self.log.read_text()[-3000:]) from None
+
+    def post(self, path: str, body=None, **kw) -> requests.Response:
+        return requests.post(f"{self.url}{path}", json=body, timeout=120, **kw)
+
+
+@pytest.fixture(scope="module")
+def corpus(data_dir):
+    return load_corpus("banking77", source_config(load_config(None, [f"data.data_dir={data_dir}"])))
+
+
+@pytest.fixture(scope="module")
+def server(data_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    run = tmp / "run"
+    env = {**os.environ}
+    env.pop("RAY_ADDRESS", None)
+    trained = subprocess.run(
+        [sys.executable, "-m", "metaray.cli", "train", "configs/tiny.yaml", "--quiet"]
+        + [f"data.data_dir={data_dir}", f"output.dir={run}", "output.tensorboard=false"]
+        + ["model.prompt_position=first"],  # PEFT's layout: served tasks can be exported
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    srv = Server(run, tmp / "store", tmp / "serve.log")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def examples(corpus, classes, per_class, skip=0):
+    by_class = corpus.indices_by_class()
+    return [
+        {"text": corpus.texts[i], "label": corpus.label_names[c]}
+        for c in classes
+        for i in by_class[c][skip : skip + per_class]
+    ]
+
+
+def test_task_lifecycle_feedback_and_restart(server, corpus):
+    classes = [0, 1, 2, 3, 4]
+    support = examples(corpus, classes, 2)
+    paths = requests.get(f"{server.url}/openapi.json", timeout=10).json()["paths"]
+    assert {"/v1/tasks", "/v1/tasks/{task_id}/classify", "/v1/tasks/{task_id}/feedback"} <= set(paths)
+    assert server.post("/v1/tasks", {"kind": "classify", "id": "bank", "examples": support}).status_code == 401
+    created = server.post("/v1/tasks", {"kind": "classify", "id": "bank", "examples": support}, headers=AUTH)
+    assert created.status_code == 201, created.text
+    assert created.json()["version"] == 1 and created.json()["metrics"]["steps"] == 3
+
+    # a wrong prediction (the closest call among held-out texts), corrected by feedback
+    held_out = examples(corpus, classes, 3, skip=2)
+    got = server.post("/v1/tasks/bank/classify", {"texts": [e["text"] for e in held_out[:15]]}).json()["predictions"]
+    wrong = [(p["score"], e) for p, e in zip(got, held_out, strict=False) if p["label"] != e["label"]]
+    assert wrong, "every held-out text was right: this test needs a wrong one"
+    _, fix = min(wrong, key=lambda w: w[0])
+    accepted = server.post("/v1/tasks/bank/feedback", {"examples": [fix]}, headers=AUTH)
+    assert accepted.status_code == 202, accepted.text
+    deadline = time.time() + 120
+    while requests.get(f"{server.url}/v1/tasks/bank", timeout=10).json()["version"] < 2:
+        assert time.time() < deadline, "feedback was not re-adapted"
+        time.sleep(1)
+    after = server.post("/v1/tasks/bank/classify", {"texts": [fix["text"]]}).json()
+    assert after["version"] == 2 and after["predictions"][0]["label"] == fix["label"]
+
+    server.stop()
+    server.start()
+    info = requests.get(f"{server.url}/v1/tasks/bank", timeout=10).json()
+    assert info["version"] == 2 and info["examples"] == len(support) + 1
+    again = server.post("/v1/tasks/bank/classify", {"texts": [fix["text"]]}).json()
+    assert again["predictions"][0]["label"] == fix["label"]
+
+    exported = subprocess.run(
+        [sys.executable, "-m", "metaray.cli", "export", "serve/config.yaml", "bank", str(server.log.parent / "peft")]
+        + server.args,
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (server.log.parent / "peft" / "adapter_model.safetensors").is_file()
+
+    assert requests.delete(f"{server.url}/v1/tasks/bank", timeout=10).status_code == 401
+    assert requests.delete(f"{server.url}/v1/tasks/bank", headers=AUTH, timeout=10).status_code == 204
+    assert requests.get(f"{server.url}/v1/tasks/bank", timeout=10).status_code == 404
+
+
+def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(server, corpus):
+    good = examples(corpus, [10, 11], 2)
+    assert server.post("/v1/tasks", {"kind": "classify", "id": "good", "examples": good}, headers=AUTH).ok
+
+    def status(path, body=None, raw=None):
+        if raw is not None:
+            r = requests.post(f"{server.url}{path}", data=raw, headers={**AUTH, "content-type": "application/json"})
+        else:
+            r = server.post(path, body, headers=AUTH)
+        return r.status_code, r.text
+
+    code, text = status("/v1/tasks", raw='{"kind": "classify", "examples": [')
+    assert code == 422 and "json" in text.lower()
+    code, text = status("/v1/tasks", {"kind": "classify"})
+    assert code == 422 and "examples" in text
+    code, text = status("/v1/tasks", {"kind": "classify", "examples": [{"text": "hi", "label": "a"}] * 3})
+    assert code == 422 and "at least two labels" in text
+    code, text = status("/v1/tasks", {"kind": "classify", "examples": []})
+    assert code == 422 and "examples" in text
+    code, text = status("/v1/tasks/good/feedback", {"examples": [{"text": "hi", "label": "no_such_label"}]})
+    assert code == 422 and "no_such_label" in text and "label" in text
+    assert status("/v1/tasks/nope/classify", {"texts": ["hi"]})[0] == 404
+    assert status("/v1/tasks/../etc/classify", {"texts": ["hi"]})[0] == 404
+    code, text = status("/v1/tasks", {"kind": "classify", "examples": examples(corpus, [10, 11], 21)})
+    assert code == 413 and "examples" in text
+    code, text = status("/v1/tasks/good/classify", {"texts": ["x" * 301]})
+    assert code == 413 and "texts[0]" in text
+    assert status("/v1/tasks/good/classify", {"texts": ["hi"] * 17})[0] == 413
+
+    # concurrent creates of one id: one winner, and its files are whole
+    body = {"kind": "classify", "id": "race", "examples": good}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        codes = sorted(pool.map(lambda _: server.post("/v1/tasks", body, headers=AUTH).status_code, range(4)))
+    assert codes == [201, 409, 409, 409]
+    assert server.post("/v1/tasks/race/classify", {"texts": ["hi"]}).status_code == 200
+
+    # a corrupt task file is reported and skipped; the replica keeps serving the others
+    store = Path(server.args[1].split("=", 1)[1])
+    (store / "good" / "v000001" / "task.safetensors").write_bytes(b"not a safetensors file")
+    listed = requests.get(f"{server.url}/v1/tasks", timeout=10).json()
+    assert "good" in listed["corrupt"] and "race" in [t["id"] for t in listed["tasks"]]
+    code, text = status("/v1/tasks/good/classify", {"texts": ["hi"]})
+    assert code == 500 and "task.safetensors" in text
+    assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    assert server.post("/v1/tasks/race/classify", {"texts": ["hi"]}).status_code == 200
+
+
+def test_bounded_load_has_no_failures_and_loses_no_feedback(server, corpus):
+    """200 requests at concurrency 8, every 10th a feedback: all succeed, and every
+    accepted feedback example ends up in the task."""
+    support = examples(corpus, [20, 21, 22], 2)
+    assert server.post("/v1/tasks", {"kind": "classify", "id": "load", "examples": support}, headers=AUTH).ok
+    labels = sorted({e["label"] for e in support})
+    texts = [corpus.texts[i] for i in range(200)]
+
+    def call(i):
+        if i % 10 == 0:
+            body = {"examples": [{"text": texts[i], "label": labels[i % 3]}]}
+            return server.post("/v1/tasks/load/feedback", body, headers=AUTH).status_code
+        return server.post("/v1/tasks/load/classify", {"texts": [texts[i]]}).status_code
+
+    start = time.time()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(call, range(200)))
+    assert time.time() - start < 300
+    assert codes.count(202) == 20 and codes.count(200) == 180
+    deadline = time.time() + 300
+    while (info := requests.get(f"{server.url}/v1/tasks/load", timeout=10).json())["pending_feedback"]:
+        assert time.time() < deadline, "feedback still pending"
+        time.sleep(1)
+    assert info["examples"] == len(support) + 20

@@ -1,0 +1,67 @@
+"""The serving task store: ids, atomic versions, one winner, feedback kept, corruption named."""
+
+import concurrent.futures
+
+import pytest
+import torch
+
+from metaray.serving.store import CorruptTask, TaskExists, TaskNotFound, TaskStore
+
+TENSORS = {"prompt": torch.ones(2, 3), "prototypes": torch.zeros(2, 3)}
+
+
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "", ".hidden", "x" * 65, "sp ace"])
+def test_ids_that_could_escape_the_store_are_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match="task id"):
+        TaskStore(tmp_path).claim(bad)
+
+
+def test_of_concurrent_claims_exactly_one_wins(tmp_path):
+    store = TaskStore(tmp_path)
+
+    def claim(_):
+        try:
+            store.claim("t")
+            return "won"
+        except TaskExists:
+            return "lost"
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert sorted(pool.map(claim, range(8))) == ["lost"] * 7 + ["won"]
+
+
+def test_versions_are_atomic_and_never_overwritten(tmp_path):
+    store = TaskStore(tmp_path)
+    store.claim("t")
+    assert store.latest_version("t") == 0
+    store.write_version("t", 1, TENSORS, {"labels": ["a", "b"]})
+    with pytest.raises(FileExistsError):
+        store.write_version("t", 1, {"prompt": torch.zeros(2, 3)}, {"labels": ["x"]})
+    task = store.read("t")
+    assert task.version == 1 and task.meta["labels"] == ["a", "b"]
+    torch.testing.assert_close(task.tensors["prompt"], TENSORS["prompt"])
+    assert not [p for p in (tmp_path / "t").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_feedback_is_kept_in_order_and_a_deleted_task_is_gone(tmp_path):
+    store = TaskStore(tmp_path)
+    store.claim("t")
+    first = store.add_feedback("t", [{"text": "a", "label": "x"}])
+    second = store.add_feedback("t", [{"text": "b", "label": "y"}])
+    assert list(store.feedback("t")) == [first, second]
+    store.delete("t")
+    assert not store.exists("t") and store.ids() == []
+    with pytest.raises(TaskNotFound):
+        store.read_meta("t")
+
+
+def test_a_corrupt_file_is_named(tmp_path):
+    store = TaskStore(tmp_path)
+    store.claim("t")
+    store.write_version("t", 1, TENSORS, {"labels": ["a", "b"]})
+    (tmp_path / "t" / "v000001" / "task.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CorruptTask, match="task.safetensors"):
+        store.check("t")
+    (tmp_path / "t" / "v000001" / "task.json").write_text("{not json")
+    with pytest.raises(CorruptTask, match="task.json"):
+        store.read_meta("t")
