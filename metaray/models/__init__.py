@@ -7,13 +7,17 @@ from metaray.models.backbone import (
     export_backbone,
     import_backbone,
     load_backbone,
+    load_causal_lm,
     resolve_backbone,
 )
+from metaray.models.causal_lm import ContextTooLong, PromptedCausalLM
 from metaray.models.classifier import HEADS, PromptedClassifier
 from metaray.models.encoder import PromptedEncoder
 
 __all__ = [
     "HEADS",
+    "ContextTooLong",
+    "PromptedCausalLM",
     "ModelLoadError",
     "PromptedClassifier",
     "PromptedEncoder",
@@ -22,5 +26,6 @@ __all__ = [
     "export_backbone",
     "import_backbone",
     "load_backbone",
+    "load_causal_lm",
     "resolve_backbone",
 ]

@@ -15,8 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer
-from transformers.models.auto.modeling_auto import MODEL_MAPPING
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    MODEL_FOR_MASKED_LM_MAPPING,
+    MODEL_MAPPING,
+)
 
 from metaray.config import ModelConfig
 
@@ -112,15 +116,29 @@ def check_backbone(cfg: ModelConfig) -> BackboneSource:
     return source
 
 
-def load_backbone(cfg: ModelConfig):
+def load_backbone(cfg: ModelConfig, auto_class=AutoModel):
     """(tokenizer, frozen model in eval mode) from a local folder, a package or, if allowed, the hub."""
     source = resolve_backbone(cfg)
     try:
         tokenizer = _tokenizer(source, cfg)
-        model = AutoModel.from_pretrained(source.where, **source.kwargs(cfg))
+        model = auto_class.from_pretrained(source.where, **source.kwargs(cfg))
     except (OSError, ValueError) as err:
         raise _load_error(cfg, source, err) from err
     return tokenizer, _frozen(model)
+
+
+def load_causal_lm(cfg: ModelConfig):
+    """(tokenizer, frozen causal LM with its head) for question answering; a backbone
+    that is not a causal language model is refused by name."""
+    config = backbone_config(cfg)
+    # BERT-like encoders have causal-LM heads too, but attend both ways unless made decoders
+    bidirectional = type(config) in MODEL_FOR_MASKED_LM_MAPPING and not config.is_decoder
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING or bidirectional:
+        raise ModelLoadError(
+            f"backbone {cfg.backbone!r} ({type(config).__name__}) is not a causal language model; question "
+            "answering needs a decoder LM such as SmolLM2-135M-Instruct"
+        )
+    return load_backbone(cfg, AutoModelForCausalLM)
 
 
 def _frozen(model):

@@ -1,0 +1,83 @@
+"""SQuAD-format question answering -> articles -> few-shot QA tasks.
+
+A task is one article (XQuAD-en: 48 Wikipedia articles of the SQuAD v1.1 dev set, in
+`DATA_DIR/xquad/xquad.en.json`): its support set is K question-answer pairs, its query
+set the article's other questions. Articles are split into meta-train / meta-val /
+meta-test by a seeded shuffle, so no article is in two splits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from metaray.data.sources import DataError
+
+XQUAD_EN = "xquad/xquad.en.json"
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """One question on one context; `answer_start` locates `answers[0]` in the context."""
+
+    id: str
+    context: str
+    question: str
+    answers: tuple[str, ...]
+    answer_start: int
+
+
+@dataclass(frozen=True)
+class Article:
+    title: str
+    items: tuple[QAItem, ...]
+
+
+def load_squad(path: str | Path) -> list[Article]:
+    """Every article of a SQuAD v1.1 JSON file. An answer that is not where its
+    `answer_start` says, in its context, is refused naming the question id."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"SQuAD file {path} not found (XQuAD-en is {XQUAD_EN} in the data directory)")
+    try:
+        data = json.loads(path.read_text())["data"]
+    except (ValueError, KeyError) as err:
+        raise DataError(f"{path} is not SQuAD v1.1 JSON ({err})") from err
+    articles = []
+    for article in data:
+        items = []
+        for paragraph in article["paragraphs"]:
+            context = paragraph["context"]
+            for qa in paragraph["qas"]:
+                first = qa["answers"][0]
+                start = first["answer_start"]
+                if context[start : start + len(first["text"])] != first["text"]:
+                    where = f"{path}: question {qa['id']}"
+                    raise DataError(f"{where}: answer {first['text']!r} is not in its context at {start}")
+                answers = tuple(dict.fromkeys(a["text"] for a in qa["answers"]))
+                items.append(QAItem(qa["id"], context, qa["question"], answers, start))
+        articles.append(Article(article["title"], tuple(items)))
+    return articles
+
+
+def split_articles(articles: list[Article], n_val: int, n_test: int, seed: int) -> tuple[list, list, list]:
+    """(meta-train, meta-val, meta-test) articles: a seeded permutation, test first."""
+    if n_val + n_test >= len(articles):
+        raise DataError(f"{n_val} val + {n_test} test articles leave none of {len(articles)} to meta-train on")
+    order = np.random.default_rng(seed).permutation(len(articles))
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    return [articles[i] for i in train], [articles[i] for i in val], [articles[i] for i in test]
+
+
+def qa_episode(article: Article, k_shot: int, q_query: int, seed: int) -> tuple[list[QAItem], list[QAItem]]:
+    """(support, query): K questions of the article and up to Q others (0: all others),
+    drawn by `seed`."""
+    if k_shot >= len(article.items):
+        raise DataError(f"article {article.title!r} has {len(article.items)} questions; k_shot={k_shot} leaves none")
+    order = np.random.default_rng(seed).permutation(len(article.items))
+    support = [article.items[i] for i in order[:k_shot]]
+    rest = order[k_shot:] if not q_query else order[k_shot : k_shot + q_query]
+    return support, [article.items[i] for i in rest]

@@ -1,0 +1,109 @@
+"""Question answering pieces: SQuAD scoring against hand-worked cases, the XQuAD loader,
+and the prompted causal LM on a tiny randomly initialised model built from a config."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from metaray.config import ModelConfig
+from metaray.core.answers import exact_match, f1_score, normalise_answer, squad_scores
+from metaray.data import DataError
+from metaray.data.squad import QAItem, load_squad, qa_episode, split_articles
+from metaray.models import ContextTooLong, ModelLoadError, PromptedCausalLM, load_causal_lm, resolve_backbone
+
+
+@pytest.mark.parametrize(
+    "text, normal",
+    [("The Denver Broncos!", "denver broncos"), ("  an  apple,  a pear ", "apple pear"), ("Theory", "theory")],
+)
+def test_normalisation_follows_squad(text, normal):
+    assert normalise_answer(text) == normal
+
+
+def test_em_and_f1_hand_worked():
+    assert exact_match("the Broncos", ["Denver Broncos", "Broncos"]) == 1.0
+    assert exact_match("Denver", ["Denver Broncos"]) == 0.0
+    # "denver" against "denver broncos": precision 1, recall 1/2 -> F1 2/3
+    assert f1_score("Denver", ["Denver Broncos"]) == pytest.approx(2 / 3)
+    # best reference counts: "in 1990" vs ["1990", "the year 1990"]: 2*(1/2*1)/(1/2+1) = 2/3; vs "year 1990": 1/2
+    assert f1_score("in 1990", ["1990", "the year 1990"]) == pytest.approx(2 / 3)
+    assert f1_score("nothing here", ["Broncos"]) == 0.0
+    scores = squad_scores(["Broncos", "Denver"], [["Denver Broncos", "Broncos"], ["Denver Broncos"]])
+    assert scores["exact_match"] == pytest.approx(50.0) and scores["f1"] == pytest.approx(100 * (1 + 2 / 3) / 2)
+
+
+def test_xquad_loads_and_splits_by_article(data_dir):
+    articles = load_squad(f"{data_dir}/xquad/xquad.en.json")
+    assert len(articles) == 48 and sum(len(a.items) for a in articles) == 1190
+    train, val, test = split_articles(articles, 6, 12, seed=0)
+    titles = [{a.title for a in part} for part in (train, val, test)]
+    assert (len(train), len(val), len(test)) == (30, 6, 12) and not (titles[0] & titles[1] or titles[0] & titles[2])
+    support, query = qa_episode(test[0], 4, 0, seed=1)
+    assert len(support) == 4 and len(query) == len(test[0].items) - 4
+    assert not {q.id for q in support} & {q.id for q in query}
+
+
+def test_an_answer_not_in_its_context_names_the_question(tmp_path):
+    bad = {"data": [{"title": "t", "paragraphs": [{"context": "abc", "qas": [
+        {"id": "q-17", "question": "?", "answers": [{"text": "xyz", "answer_start": 0}]}]}]}]}  # fmt: skip
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="q-17"):
+        load_squad(tmp_path / "bad.json")
+
+
+def test_a_model_that_is_not_a_causal_lm_is_refused_by_name():
+    with pytest.raises(ModelLoadError, match="BertConfig.*not a causal language model"):
+        load_causal_lm(ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(ModelConfig()).where)  # any tokenizer will do
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.sep_token_id, pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval().requires_grad_(False)
+    return PromptedCausalLM(tokenizer, model, max_context_tokens=24, max_answer_tokens=5)
+
+
+def item(context: str, answer: str, question: str = "what is it?") -> QAItem:
+    return QAItem("q", context, question, (answer,), context.index(answer))
+
+
+def test_the_loss_reads_the_answer_tokens_only(tiny_lm):
+    qa = item("the capital of france is paris .", "paris")
+    ids, mask, targets = tiny_lm.answer_batch([qa, item("a b c", "b")], prompt_len=3)
+    answer = tiny_lm._ids(" paris") + [tiny_lm.eos_id]
+    kept = targets[0][targets[0] != -100].tolist()
+    assert kept == answer
+    assert (targets[:, :3] == -100).all() and mask[0, : 3 + len(tiny_lm._question_ids(qa, "answer")) + 2].all()
+
+
+def test_the_gradient_reaches_the_prompt_and_not_the_backbone(tiny_lm):
+    before = {n: p.clone() for n, p in tiny_lm.model.named_parameters()}
+    prompt = torch.randn(3, 32, requires_grad=True)
+    tiny_lm.loss(prompt, [item("the capital of france is paris .", "paris")]).backward()
+    assert prompt.grad is not None and prompt.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny_lm.model.parameters())
+    assert all(torch.equal(before[n], p) for n, p in tiny_lm.model.named_parameters())
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_lm):
+    prompt = torch.randn(3, 32) * 0.1
+    items = [item("short one here", "one"), item("a rather longer context than the other one", "longer")]
+    batched = tiny_lm.generate(prompt, items)
+    assert batched == [tiny_lm.generate(prompt, [it])[0] for it in items]
+
+
+def test_long_contexts_are_cut_around_the_answer_or_refused(tiny_lm):
+    words = " ".join(f"w{i}" for i in range(60))
+    qa = item(words + " target " + words, "target")
+    window = tiny_lm.fit_context(qa, "answer")
+    assert "target" in window and len(tiny_lm._ids(window)) <= 24
+    assert tiny_lm.fit_context(qa, "head").startswith("w0")
+    with pytest.raises(ContextTooLong, match="over the limit of 24"):
+        tiny_lm.fit_context(qa, "refuse")
