@@ -46,21 +46,25 @@ def load_squad(path: str | Path) -> list[Article]:
         data = json.loads(path.read_text())["data"]
     except (ValueError, KeyError) as err:
         raise DataError(f"{path} is not SQuAD v1.1 JSON ({err})") from err
-    articles = []
-    for article in data:
-        items = []
-        for paragraph in article["paragraphs"]:
-            context = paragraph["context"]
-            for qa in paragraph["qas"]:
-                first = qa["answers"][0]
-                start = first["answer_start"]
-                if context[start : start + len(first["text"])] != first["text"]:
-                    where = f"{path}: question {qa['id']}"
-                    raise DataError(f"{where}: answer {first['text']!r} is not in its context at {start}")
-                answers = tuple(dict.fromkeys(a["text"] for a in qa["answers"]))
-                items.append(QAItem(qa["id"], context, qa["question"], answers, start))
-        articles.append(Article(article["title"], tuple(items)))
-    return articles
+    try:
+        return [_article(article, path) for article in data]
+    except (KeyError, IndexError, TypeError) as err:  # e.g. SQuAD v2's unanswerable questions
+        raise DataError(f"{path} is not SQuAD v1.1 JSON: missing or empty {err}") from err
+
+
+def _article(article: dict, path: Path) -> Article:
+    items = []
+    for paragraph in article["paragraphs"]:
+        context = paragraph["context"]
+        for qa in paragraph["qas"]:
+            first = qa["answers"][0]
+            start = first["answer_start"]
+            if context[start : start + len(first["text"])] != first["text"]:
+                where = f"{path}: question {qa['id']}"
+                raise DataError(f"{where}: answer {first['text']!r} is not in its context at {start}")
+            answers = tuple(dict.fromkeys(a["text"] for a in qa["answers"]))
+            items.append(QAItem(qa["id"], context, qa["question"], answers, start))
+    return Article(article["title"], tuple(items))
 
 
 def split_articles(articles: list[Article], n_val: int, n_test: int, seed: int) -> tuple[list, list, list]:

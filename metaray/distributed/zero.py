@@ -85,7 +85,11 @@ def converted_gguf(cfg: ModelConfig, converter: bool, barrier) -> ModelConfig:
         model.config.save_pretrained(partial)
         safetensors.torch.save_model(model, str(partial / "model.safetensors"))
         tokenizer.save_pretrained(partial)
-        os.replace(partial, folder)
+        try:
+            os.replace(partial, folder)
+        except OSError:  # another node's leader, sharing this cache, got there first
+            if not folder.is_dir():
+                raise
     barrier()
     return dataclasses.replace(cfg, backbone=str(folder), gguf_file="")
 

@@ -87,7 +87,9 @@ class PromptedCausalLM:
         p = 0 if prompt is None else prompt.shape[0]
         ids, mask, targets = self.answer_batch(items, p)
         logits = self.model(inputs_embeds=self._embed(ids, prompt), attention_mask=mask.to(self.device)).logits
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float().cpu(), targets[:, 1:].flatten(), ignore_index=-100)
+        shifted = targets[:, 1:]
+        scored = (shifted != -100).to(self.device)  # only answer positions: not (B, T, V) logits to the CPU
+        return F.cross_entropy(logits[:, :-1][scored].float().cpu(), shifted[shifted != -100])
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor | None, items: list[QAItem], mode: str = "head") -> list[str]:

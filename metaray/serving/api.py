@@ -8,8 +8,11 @@ keeps serving). With a token configured, creating, feedback and deleting need
 """
 
 import asyncio
+import contextlib
 import hmac
+import logging
 import os
+import time
 import uuid
 
 from fastapi import FastAPI, Header, HTTPException, Response
@@ -28,6 +31,7 @@ from metaray.serving.schemas import (
 )
 from metaray.serving.store import CorruptTask, TaskExists, TaskNotFound, TaskStore
 
+log = logging.getLogger("ray.serve")
 app = FastAPI(title="metaray", version="1", description="Few-shot tasks on a meta-learned soft prompt.")
 QA_PENDING = "question answering needs the causal-LM model, which is not in this release yet"
 
@@ -46,35 +50,44 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         self.classifier = classifier
         self.token = os.environ.get(settings.token_env, "")
         self.readapting: dict[str, asyncio.Task] = {}
-        self.recovered = False
+        self.recovered = 0.0  # when tasks with pending feedback were last looked for
+        self.meta_cache: dict[tuple[str, int], dict] = {}  # (id, version) -> metadata; versions never change
         self._classify_batch.set_max_batch_size(settings.max_batch_size)
         self._classify_batch.set_batch_wait_timeout_s(settings.batch_wait_s)
 
     # -- helpers ---------------------------------------------------------------------
 
     def _authorise(self, authorization: str | None) -> None:
-        if self.token and not hmac.compare_digest(authorization or "", f"Bearer {self.token}"):
+        expected = f"Bearer {self.token}".encode()
+        if self.token and not hmac.compare_digest((authorization or "").encode(), expected):
             raise HTTPException(401, "this call changes state: send Authorization: Bearer TOKEN")
 
     def _meta(self, task_id: str) -> dict:
+        """The latest version's metadata (cached per version: a version never changes)."""
         try:
-            return self.store.read_meta(task_id)
-        except ValueError as err:  # a bad id cannot name a task
-            raise HTTPException(404, f"no task {task_id!r}") from err
-        except TaskNotFound as err:
-            raise HTTPException(404, f"no task {task_id!r}") from err
-        except CorruptTask as err:
+            version = self.store.latest_version(task_id)
+            key = (task_id, version)
+            if key not in self.meta_cache:
+                if len(self.meta_cache) >= 4096:
+                    self.meta_cache.pop(next(iter(self.meta_cache)))
+                self.meta_cache[key] = self.store.read_meta(task_id, version)
+            return self.meta_cache[key]
+        except CorruptTask as err:  # a ValueError too: first
             raise HTTPException(500, str(err)) from err
+        except (ValueError, TaskNotFound) as err:  # a bad id names no task
+            raise HTTPException(404, f"no task {task_id!r}") from err
 
     def _check_texts(self, texts: list[str], field: str) -> None:
         for i, text in enumerate(texts):
             _too_large(f"{field}[{i}] characters", len(text), self.settings.max_text_chars)
 
-    def _recover(self) -> None:
-        """Once per replica: re-adapt tasks whose feedback arrived but was never adapted."""
-        if self.recovered:
+    def _recover(self, every_s: float | None = None) -> None:
+        """Re-adapt tasks whose feedback arrived but was never adapted: once per replica at
+        its first request, and every `every_s` seconds from the health check."""
+        now = time.monotonic()
+        if self.recovered and (every_s is None or now - self.recovered < every_s):
             return
-        self.recovered = True
+        self.recovered = now
         for task_id in self.store.ids():
             try:
                 if self._pending(task_id, self.store.read_meta(task_id)):
@@ -83,10 +96,15 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
                 continue
 
     def _pending(self, task_id: str, meta: dict) -> dict[str, list[dict]]:
-        included = set(meta.get("feedback", []))
-        return {name: ex for name, ex in self.store.feedback(task_id).items() if name not in included}
+        return self.store.feedback(task_id, exclude=set(meta.get("feedback", [])))
+
+    async def check_health(self) -> None:
+        """Serve calls this every few seconds: it also picks up feedback left pending (by a
+        stopped replica, or a failed re-adaptation) without waiting for a request."""
+        self._recover(every_s=60.0)
 
     def _schedule(self, task_id: str) -> None:
+        self.readapting = {k: t for k, t in self.readapting.items() if not t.done()}
         running = self.readapting.get(task_id)
         if running is None or running.done():
             self.readapting[task_id] = asyncio.get_running_loop().create_task(self._readapt(task_id))
@@ -103,14 +121,18 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
             if not pending:
                 return
             examples = meta["examples"] + [e for batch in pending.values() for e in batch]
-            tensors, metrics = await self.classifier.adapt.remote(
-                [e["text"] for e in examples], [e["label"] for e in examples], meta["metrics"].get("steps")
-            )
-            new = {**meta, "examples": examples, "metrics": metrics, "feedback": [*meta.get("feedback", []), *pending]}
             try:
+                tensors, metrics = await self.classifier.adapt.remote(
+                    [e["text"] for e in examples], [e["label"] for e in examples], meta["metrics"].get("steps")
+                )
+                included = [*meta.get("feedback", []), *pending]
+                new = {**meta, "examples": examples, "metrics": metrics, "feedback": included}
                 self.store.write_version(task_id, meta["version"] + 1, tensors, new)
-            except (FileExistsError, TaskNotFound):
+            except FileExistsError:  # another replica wrote this version: start again from it
                 continue
+            except Exception:  # the feedback stays on disk, pending; the next feedback or health check retries
+                log.exception("re-adapting task %r failed", task_id)
+                return
 
     def _info(self, meta: dict) -> TaskInfo:
         pending = len(self._pending(meta["id"], meta))
@@ -153,7 +175,8 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
             meta = {"kind": "classify", "labels": sorted({e["label"] for e in examples}), "examples": examples}
             self.store.write_version(task_id, 1, tensors, {**meta, "metrics": metrics, "feedback": []})
         except BaseException:
-            self.store.delete(task_id)  # a failed create leaves nothing behind
+            with contextlib.suppress(TaskNotFound):  # deleted meanwhile
+                self.store.delete(task_id)  # a failed create leaves nothing behind
             raise
         return self._info(self.store.read_meta(task_id))
 
@@ -171,15 +194,17 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
 
     @app.get("/v1/tasks/{task_id}")
     async def get(self, task_id: str) -> TaskInfo:
-        return self._info(self._meta(task_id))
+        try:
+            return self._info(self._meta(task_id))
+        except CorruptTask as err:  # a feedback file that cannot be read
+            raise HTTPException(500, str(err)) from err
 
     @app.delete("/v1/tasks/{task_id}", status_code=204)
     async def delete(self, task_id: str, authorization: str | None = Header(default=None)) -> Response:
         self._authorise(authorization)
-        self._meta(task_id)
-        try:
+        try:  # no metadata needed: a task whose create died (no version) can be deleted too
             self.store.delete(task_id)
-        except TaskNotFound as err:
+        except (ValueError, TaskNotFound) as err:
             raise HTTPException(404, f"no task {task_id!r}") from err
         return Response(status_code=204)
 
@@ -244,7 +269,10 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         total = len(meta["examples"]) + sum(map(len, self._pending(task_id, meta).values())) + len(body.examples)
         _too_large("examples with feedback", total, self.settings.max_examples)
         self._check_texts([e.text for e in body.examples], "examples")
-        name = self.store.add_feedback(task_id, [e.model_dump() for e in body.examples])
+        try:
+            name = self.store.add_feedback(task_id, [e.model_dump() for e in body.examples])
+        except TaskNotFound as err:  # deleted meanwhile
+            raise HTTPException(404, f"no task {task_id!r}") from err
         self._schedule(task_id)
         return FeedbackAccepted(id=task_id, feedback=name, version=meta["version"])
 

@@ -38,12 +38,12 @@ def load_serve_config(path: str | Path, overrides: list[str]) -> dict:
 
 def serve_forever(config: dict, host: str | None, port: int | None) -> None:
     """Run until SIGINT/SIGTERM; then shut Serve down (tasks stay in the store)."""
-    import ray
     from ray import serve
 
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS", "")
-        ray.init(address=address or None, num_cpus=None if address else os.cpu_count(), include_dashboard=False)
+    from metaray.config import RayConfig
+    from metaray.distributed.runners import connect
+
+    connect(RayConfig(), embedded_cpus=os.cpu_count())  # $RAY_ADDRESS, else an embedded Ray on every core
     http = {"host": host or config["http"].get("host", "127.0.0.1"), "port": port or config["http"].get("port", 8000)}
     serve.start(http_options=http)
     app = config["app"]

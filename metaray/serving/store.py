@@ -13,6 +13,7 @@ not yet adapted is found again after a restart. ROOT is a local or shared path.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -104,6 +105,8 @@ class TaskStore:
             try:
                 os.rename(tmp, folder / f"v{version:06d}")  # fails where the version exists
             except OSError as err:
+                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
                 raise FileExistsError(f"task {task_id!r} version {version} was written by another replica") from err
         finally:
             if tmp.exists():
@@ -146,21 +149,30 @@ class TaskStore:
     def add_feedback(self, task_id: str, examples: list[dict]) -> str:
         """Persist corrected examples (atomically); returns the feedback file's name."""
         folder = self._dir(task_id) / "feedback"
-        if not self._dir(task_id).is_dir():
-            raise TaskNotFound(task_id)
-        folder.mkdir(exist_ok=True)
+        try:
+            folder.mkdir(exist_ok=True)
+        except FileNotFoundError as err:
+            raise TaskNotFound(task_id) from err
         name = f"{time.time_ns():016x}-{uuid.uuid4().hex[:8]}.json"
         tmp = folder / f".{name}"
         tmp.write_text(json.dumps(examples))
         os.replace(tmp, folder / name)
         return name
 
-    def feedback(self, task_id: str) -> dict[str, list[dict]]:
-        """Every feedback file of the task, oldest first: name -> examples."""
-        folder = self._dir(task_id) / "feedback"
-        if not folder.is_dir():
-            return {}
-        return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("[0-9a-f]*.json"))}
+    def feedback(self, task_id: str, exclude: frozenset[str] | set[str] = frozenset()) -> dict[str, list[dict]]:
+        """The task's feedback files, oldest first, but those named in `exclude` (already
+        adapted; not read): name -> examples."""
+        out = {}
+        for path in sorted((self._dir(task_id) / "feedback").glob("[0-9a-f]*.json")):
+            if path.name in exclude:
+                continue
+            try:
+                out[path.name] = json.loads(path.read_text())
+            except FileNotFoundError:  # the task was deleted meanwhile
+                continue
+            except ValueError as err:
+                raise CorruptTask(f"task {task_id!r}: cannot read {path}: {err}") from err
+        return out
 
     def delete(self, task_id: str) -> None:
         """Remove a task and all its versions (renamed away first, so readers never see half)."""

@@ -194,6 +194,16 @@ def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(server, corp
     assert code == 500 and "task.safetensors" in text
     assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
     assert server.post("/v1/tasks/race/classify", {"texts": ["hi"]}).status_code == 200
+    assert server.post("/v1/tasks", {"kind": "classify", "id": "badjson", "examples": good}, headers=AUTH).ok
+    (store / "badjson" / "v000001" / "task.json").write_text("{not json")
+    broken = requests.get(f"{server.url}/v1/tasks/badjson", timeout=10)
+    assert broken.status_code == 500 and "task.json" in broken.text
+    assert "badjson" in requests.get(f"{server.url}/v1/tasks", timeout=10).json()["corrupt"]
+
+    # an id whose create died before its first version can still be deleted (and so reused)
+    (store / "stuck").mkdir()
+    assert requests.delete(f"{server.url}/v1/tasks/stuck", headers=AUTH, timeout=10).status_code == 204
+    assert server.post("/v1/tasks", {"kind": "classify", "id": "stuck", "examples": good}, headers=AUTH).ok
 
 
 def test_bounded_load_has_no_failures_and_loses_no_feedback(server, corpus):

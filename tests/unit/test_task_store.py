@@ -49,6 +49,7 @@ def test_feedback_is_kept_in_order_and_a_deleted_task_is_gone(tmp_path):
     first = store.add_feedback("t", [{"text": "a", "label": "x"}])
     second = store.add_feedback("t", [{"text": "b", "label": "y"}])
     assert list(store.feedback("t")) == [first, second]
+    assert list(store.feedback("t", exclude={first})) == [second]
     store.delete("t")
     assert not store.exists("t") and store.ids() == []
     with pytest.raises(TaskNotFound):
