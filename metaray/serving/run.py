@@ -62,17 +62,14 @@ def serve_forever(config: dict, host: str | None, port: int | None) -> None:
 
 def export_task(config: dict, task_id: str, out: str) -> Path:
     """`metaray export`: the task's latest version as a PEFT prompt-tuning adapter."""
-    from metaray.checkpoint import load_checkpoint
-    from metaray.config import ExperimentConfig, build
-    from metaray.models import PromptedEncoder, load_backbone, resolve_backbone
+    from metaray.models import resolve_backbone
     from metaray.serving.peft_export import export_peft
     from metaray.serving.store import TaskNotFound, TaskStore
+    from metaray.serving.tasks import served_encoder
 
     settings = settings_from(config["args"])
     store = TaskStore(settings.store)
     if not store.exists(task_id) or not store.latest_version(task_id):
         raise TaskNotFound(f"no task {task_id!r} in {store.root}")
-    _, meta = load_checkpoint(settings.checkpoint, "latest")
-    model_cfg = build(ExperimentConfig, meta["config"]).model
-    encoder = PromptedEncoder(model_cfg, *load_backbone(model_cfg))
+    _, model_cfg, encoder = served_encoder(settings.checkpoint)
     return export_peft(store.read(task_id), encoder, resolve_backbone(model_cfg).where, out)

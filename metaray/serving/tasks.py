@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from metaray.checkpoint import load_checkpoint
-from metaray.config import ExperimentConfig, build
+from metaray.config import ExperimentConfig, ModelConfig, build
 from metaray.core import InnerConfig, adapt, cosine_logits, prototypes
 from metaray.data import Episode
 from metaray.models import PromptedClassifier, PromptedEncoder, load_backbone
@@ -29,18 +29,21 @@ class ClassifyRequest:
     texts: tuple[str, ...]
 
 
+def served_encoder(checkpoint: str) -> tuple[torch.Tensor, ModelConfig, PromptedEncoder]:
+    """(θ, the model config, the frozen encoder) of a meta-training checkpoint's latest round."""
+    state, meta = load_checkpoint(checkpoint, "latest")
+    model_cfg = build(ExperimentConfig, meta["config"]).model
+    return state["meta_prompt"], model_cfg, PromptedEncoder(model_cfg, *load_backbone(model_cfg))
+
+
 class TaskClassifier:
     """The frozen encoder (loaded once) and θ from a meta-training checkpoint."""
 
     def __init__(self, checkpoint: str, inner: InnerConfig, threads: int = 1) -> None:
         torch.set_num_threads(threads)
-        state, meta = load_checkpoint(checkpoint, "latest")
-        cfg: ExperimentConfig = build(ExperimentConfig, meta["config"])
-        self.model_cfg = cfg.model
-        self.meta_prompt = state["meta_prompt"]
+        self.meta_prompt, _, encoder = served_encoder(checkpoint)
         self.inner = inner
-        tokenizer, model = load_backbone(cfg.model)
-        self.classifier = PromptedClassifier(PromptedEncoder(cfg.model, tokenizer, model))
+        self.classifier = PromptedClassifier(encoder)
 
     def adapt(self, texts: list[str], labels: list[str], steps: int | None = None) -> tuple[dict, dict]:
         """(tensors, metrics): φ after `steps` (default: the configured budget) inner steps
