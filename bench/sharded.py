@@ -100,7 +100,7 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     cfg = load_config(ROOT / "configs" / "sharded.yaml", overrides)
     start = time.perf_counter()
-    converted_gguf(cfg.model, converter=True, barrier=lambda: None)
+    converted_gguf(cfg.model, cfg.kind, converter=True, barrier=lambda: None)
     conversion = time.perf_counter() - start
     modes = {name: run_mode([*overrides, *extra], args.rounds) for name, extra in MODES.items()}
     sharded, private = modes[SHARDED], modes[PRIVATE]

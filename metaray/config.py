@@ -1,7 +1,7 @@
 """Typed, frozen experiment configuration.
 
 A config is a YAML file of sections (model, prompt, data, meta, eval, ray, sharded, output)
-plus dotted overrides (`meta.inner.lr=1e-3`). Unknown keys and bad values stop the
+and the task `kind` (classify | qa), plus dotted overrides (`meta.inner.lr=1e-3`). Unknown keys and bad values stop the
 run before any work starts, naming the key and the closest valid one.
 """
 
@@ -23,7 +23,10 @@ from metaray.core.prompt import PROMPT_INITS
 from metaray.storage import is_uri, local_copy
 
 DATA_DIR_ENV = "METARAY_DATA_DIR"
-EVAL_METHODS = ("protonet", "linear_probe", "random", "text", "vocab", "multitask", "reptile", "fomaml")
+EVAL_METHODS = ("protonet", "linear_probe", "instruction", "random", "text", "vocab", "multitask", "reptile", "fomaml")
+KINDS = ("classify", "qa")  # intent classification with an encoder | question answering with a causal LM
+# Baselines without a soft prompt, and the task kind each belongs to.
+NO_PROMPT_KIND = {"protonet": "classify", "linear_probe": "classify", "instruction": "qa"}
 
 
 class ConfigError(ValueError):
@@ -43,12 +46,18 @@ class ModelConfig:
     prompt_position: str = "after_special"  # after [CLS]/BOS | first (PEFT's prompt tuning layout: exportable)
     allow_download: bool = False  # let transformers fetch a model id that is not local
     encode_batch_size: int = 128
+    # question answering (kind: qa)
+    max_context_tokens: int = 192  # longer contexts: a window around the answer (training), their head (eval)
+    max_answer_tokens: int = 16  # generation limit (answers also stop at the end token or a new line)
+    instruction: str = "Answer the question with a short phrase copied from the context."  # the no-prompt baseline
 
     def __post_init__(self) -> None:
         _check(
             self.prompt_position in PROMPT_POSITIONS,
             f"model.prompt_position must be one of {PROMPT_POSITIONS}, got {self.prompt_position!r}",
         )
+        _check(self.max_context_tokens >= 8, f"model.max_context_tokens must be >= 8, got {self.max_context_tokens}")
+        _check(self.max_answer_tokens >= 1, f"model.max_answer_tokens must be >= 1, got {self.max_answer_tokens}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,8 @@ class DataConfig:
     meta_val: str = "clinc150/val"
     clinc150_val_domains: tuple[str, ...] = ("work",)
     clinc150_test_domains: tuple[str, ...] = ("travel", "kitchen_and_dining")
+    xquad_val_articles: int = 6  # XQuAD-en articles held out as xquad/val (kind: qa)
+    xquad_test_articles: int = 10  # and as xquad/test; the rest are xquad/train
     n_way: int = 5
     k_shot: int = 5
     q_query: int = 5
@@ -81,6 +92,7 @@ class DataConfig:
         _check(self.k_shot >= 1, f"data.k_shot must be >= 1, got {self.k_shot}")
         _check(self.q_query >= 1, f"data.q_query must be >= 1, got {self.q_query}")
         _check(len(self.meta_train) >= 1, "data.meta_train needs at least one task family")
+        _check(min(self.xquad_val_articles, self.xquad_test_articles) >= 1, "data.xquad_*_articles must be >= 1")
 
     def resolved_dir(self) -> Path:
         raw = self.data_dir or os.environ.get(DATA_DIR_ENV, "")
@@ -217,6 +229,7 @@ class OutputConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "default"
+    kind: str = "classify"  # classify | qa: the task kind (model, data and metrics follow from it)
     model: ModelConfig = field(default_factory=ModelConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -227,6 +240,18 @@ class ExperimentConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
+        _check(self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}")
+        for method in self.eval.methods:
+            other = NO_PROMPT_KIND.get(method, self.kind)
+            _check(
+                other == self.kind,
+                f"eval.methods: {method!r} is a {other} baseline, and kind={self.kind}; set eval.methods "
+                "(configs/qa.yaml and configs/tiny-qa.yaml are question-answering presets)",
+            )
+        _check(
+            self.kind != "qa" or self.eval.protocol == "episodes",
+            "kind=qa evaluates episodes (one per held-out article and draw); set eval.protocol=episodes",
+        )
         _check(
             not (self.ray.local and self.meta.round_deadline_s),
             "meta.round_deadline_s needs Ray actors; unset it or set ray.local=false",

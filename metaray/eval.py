@@ -2,12 +2,15 @@
 
 Every method adapts from its own initialisation on each test task's support set with
 the same budget (`eval.inner`, up to max(`eval.steps`) steps) and is scored on the
-query set after each budget in `eval.steps`, with two heads on the same embeddings:
-cosine prototypes (`proto`) and a linear probe fit on the support set (`probe`).
+query set after each budget in `eval.steps`. Classification scores two heads on the
+same embeddings: cosine prototypes (`proto`) and a linear probe fit on the support set
+(`probe`); question answering scores the greedy answers' SQuAD exact match (`em`) and
+F1 (`f1`), a task being one held-out article.
 
-Methods: protonet and linear_probe (frozen backbone, no prompt); random / text /
-vocab (prompt tuning from that init); multitask, reptile, fomaml (an init read from
-a meta-training checkpoint named in `eval.checkpoints`).
+Methods: protonet and linear_probe (classification: frozen backbone, no prompt);
+instruction (qa: a hand-written instruction in place of the prompt, no tuning);
+random / text / vocab (prompt tuning from that init); multitask, reptile, fomaml (an
+init read from a meta-training checkpoint named in `eval.checkpoints`).
 """
 
 from __future__ import annotations
@@ -25,19 +28,23 @@ import torch
 
 from metaray.checkpoint import load_checkpoint
 from metaray.config import ConfigError, EvalConfig, ExperimentConfig
-from metaray.data import TaskSpec, check_feasible, load_corpus
+from metaray.data import TaskSpec, load_corpus
 from metaray.distributed.adapter import EvalResult, source_config
+from metaray.distributed.driver import family_size
 from metaray.distributed.runners import Runner, make_runner
-from metaray.models import HEADS, check_backbone
+from metaray.models import KIND_METRICS, QA_METRICS, check_for
 from metaray.storage import write_text
 
-NO_PROMPT = {"protonet": ("proto",), "linear_probe": ("probe",)}
+NO_PROMPT = {"protonet": ("proto",), "linear_probe": ("probe",), "instruction": QA_METRICS}
 INIT_METHODS = ("random", "text", "vocab")
 CHECKPOINT_METHODS = ("multitask", "reptile", "fomaml")
 
 
-def meta_test_specs(ev: EvalConfig, shot: int) -> list[TaskSpec]:
-    """The test tasks of one setting: support draws (full) or episodes."""
+def meta_test_specs(ev: EvalConfig, shot: int, kind: str = "classify") -> list[TaskSpec]:
+    """The test tasks of one setting: support draws (full) or episodes (for qa: episode i
+    is held-out article i mod the number of articles, a new draw on each pass)."""
+    if kind == "qa":
+        return [TaskSpec(ev.target, i, 0, shot, ev.q_query, ev.seed) for i in range(ev.episodes)]
     if ev.protocol == "full":
         return [
             TaskSpec(ev.target, d, 0, shot, ev.query_per_class, ev.seed, f"{ev.target}/train") for d in range(ev.draws)
@@ -46,6 +53,9 @@ def meta_test_specs(ev: EvalConfig, shot: int) -> list[TaskSpec]:
 
 
 def setting_name(ev: EvalConfig, shot: int, n_classes: int) -> str:
+    """`77-way 5-shot`; `5-shot` for question answering (`n_classes` 0)."""
+    if not n_classes:
+        return f"{shot}-shot"
     return f"{n_classes if ev.protocol == 'full' else ev.n_way}-way {shot}-shot"
 
 
@@ -53,11 +63,11 @@ def preflight(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
     """Check data, shapes, backbone and checkpoints before any work; return the
     checkpoint inits by method."""
     ev, sources = cfg.eval, source_config(cfg)
-    check_backbone(cfg.model)
-    corpus = load_corpus(ev.target, sources)
-    if ev.protocol == "episodes":
-        check_feasible(corpus, ev.n_way, max(ev.shots) + ev.q_query)
+    check_for(cfg.kind, cfg.model)
+    if cfg.kind == "qa" or ev.protocol == "episodes":
+        family_size(cfg, ev.target, max(ev.shots), max(ev.shots) + ev.q_query)
     else:
+        load_corpus(ev.target, sources)
         load_corpus(f"{ev.target}/train", sources)
     inits = {}
     for method in ev.methods:
@@ -76,7 +86,7 @@ def summarise(values: list[float]) -> dict[str, float]:
     return {"mean": float(arr.mean()), "ci95": float(ci), "n": len(arr)}
 
 
-def _method_rows(results: list[EvalResult], heads: tuple[str, ...] = HEADS) -> dict:
+def _method_rows(results: list[EvalResult], heads: tuple[str, ...]) -> dict:
     steps = sorted(results[0].accuracy)
     rows = {head: {str(t): summarise([r.accuracy[t][head] for r in results]) for t in steps} for head in heads}
     return {"heads": rows, "adapt_seconds": summarise([r.adapt_seconds for r in results])}
@@ -93,10 +103,11 @@ def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool
         for method in INIT_METHODS:
             if method in ev.methods:
                 inits[method] = runner.init_prompt(dataclasses.replace(cfg.prompt, init=method))
-        n_classes = len(load_corpus(ev.target, source_config(cfg)).label_names)
+        n_classes = 0 if cfg.kind == "qa" else len(load_corpus(ev.target, source_config(cfg)).label_names)
         for shot in ev.shots:
             name = setting_name(ev, shot, n_classes)
-            out["settings"][name] = _run_setting(runner, ev, meta_test_specs(ev, shot), inits)
+            specs = meta_test_specs(ev, shot, cfg.kind)
+            out["settings"][name] = _run_setting(runner, ev, specs, inits, KIND_METRICS[cfg.kind])
             if progress:
                 print(f"[eval] {name}: done", flush=True)
     finally:
@@ -105,15 +116,15 @@ def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool
     return out
 
 
-def _run_setting(runner: Runner, ev: EvalConfig, specs: list[TaskSpec], inits: dict) -> dict:
+def _run_setting(runner: Runner, ev: EvalConfig, specs: list[TaskSpec], inits: dict, heads: tuple[str, ...]) -> dict:
     """Every method on the same tasks, submitted together so that all actors stay busy.
-    protonet and linear_probe share one no-prompt encoding per task."""
+    The no-prompt baselines share one unprompted pass per task."""
     prompted = [m for m in ev.methods if m not in NO_PROMPT]
     plain = [m for m in ev.methods if m in NO_PROMPT]
     units = [(inits[m], s) for m in prompted for s in specs] + [(None, s) for s in specs if plain]
-    results = runner.evaluate(units, ev.steps, ev.inner, HEADS)
+    results = runner.evaluate(units, ev.steps, ev.inner, heads)
     n = len(specs)
-    rows = {m: _method_rows(results[i * n : (i + 1) * n]) for i, m in enumerate(prompted)}
+    rows = {m: _method_rows(results[i * n : (i + 1) * n], heads) for i, m in enumerate(prompted)}
     rows |= {m: _method_rows(results[len(prompted) * n :], NO_PROMPT[m]) for m in plain}
     return {m: rows[m] for m in ev.methods}
 

@@ -55,3 +55,15 @@ class SoftPrompt(torch.nn.Module):
             raise ValueError("prompt init 'text' needs a non-empty prompt.text")
         ids = [token_ids[i % len(token_ids)] for i in range(length)]
         return cls(embeddings[torch.tensor(ids)])
+
+
+def initial_prompt(
+    init: str, length: int, embeddings: torch.Tensor, text_ids: Sequence[int], seed: int
+) -> torch.Tensor:
+    """θ₀, shape (P, D): `init` is one of PROMPT_INITS; `text_ids` are used by "text" only."""
+    generator = torch.Generator().manual_seed(seed)
+    if init == "random":
+        return SoftPrompt.random(length, embeddings, generator).weight.detach()
+    if init == "vocab":
+        return SoftPrompt.from_vocab(length, embeddings, generator).weight.detach()
+    return SoftPrompt.from_text(length, embeddings, text_ids).weight.detach()

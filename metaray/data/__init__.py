@@ -2,9 +2,25 @@
 
 from metaray.data.episodes import Episode, TaskSampler, TaskSpec, check_feasible, sample_episode
 from metaray.data.sources import FAMILIES, Corpus, DataError, SourceConfig, load_corpus
+from metaray.data.squad import (
+    QA_FAMILIES,
+    Article,
+    QAEpisode,
+    QAItem,
+    check_articles,
+    load_articles,
+    sample_qa_episode,
+)
 
 __all__ = [
     "FAMILIES",
+    "QA_FAMILIES",
+    "Article",
+    "QAEpisode",
+    "QAItem",
+    "check_articles",
+    "load_articles",
+    "sample_qa_episode",
     "Corpus",
     "DataError",
     "Episode",

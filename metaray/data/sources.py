@@ -46,6 +46,8 @@ class SourceConfig:
     data_dir: str
     clinc150_val_domains: tuple[str, ...]
     clinc150_test_domains: tuple[str, ...]
+    xquad_val_articles: int = 6  # XQuAD-en articles held out for meta-validation
+    xquad_test_articles: int = 10  # and for meta-test
 
 
 def readable_label(name: str) -> str:

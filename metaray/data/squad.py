@@ -9,14 +9,19 @@ meta-test by a seeded shuffle, so no article is in two splits.
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from metaray.data.sources import DataError
+from metaray.data.episodes import TaskSpec
+from metaray.data.sources import DataError, SourceConfig
 
 XQUAD_EN = "xquad/xquad.en.json"
+QA_FAMILIES = ("xquad/train", "xquad/val", "xquad/test")
+SPLIT_SEED = 0  # the article split is fixed, so every run and every evaluation agree on it
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,15 @@ class QAItem:
 class Article:
     title: str
     items: tuple[QAItem, ...]
+
+
+@dataclass(frozen=True)
+class QAEpisode:
+    """One article's task: K support questions and the query questions."""
+
+    title: str
+    support: tuple[QAItem, ...]
+    query: tuple[QAItem, ...]
 
 
 def load_squad(path: str | Path) -> list[Article]:
@@ -76,7 +90,7 @@ def split_articles(articles: list[Article], n_val: int, n_test: int, seed: int) 
     return [articles[i] for i in train], [articles[i] for i in val], [articles[i] for i in test]
 
 
-def qa_episode(article: Article, k_shot: int, q_query: int, seed: int) -> tuple[list[QAItem], list[QAItem]]:
+def qa_episode(article: Article, k_shot: int, q_query: int, seed: int | list[int]) -> tuple[list[QAItem], list[QAItem]]:
     """(support, query): K questions of the article and up to Q others (0: all others),
     drawn by `seed`."""
     if k_shot >= len(article.items):
@@ -85,3 +99,34 @@ def qa_episode(article: Article, k_shot: int, q_query: int, seed: int) -> tuple[
     support = [article.items[i] for i in order[:k_shot]]
     rest = order[k_shot:] if not q_query else order[k_shot : k_shot + q_query]
     return support, [article.items[i] for i in rest]
+
+
+@lru_cache(maxsize=4)
+def load_articles(family: str, src: SourceConfig) -> tuple[Article, ...]:
+    """The articles of one QA family (`xquad/train|val|test`); cached per process."""
+    if family not in QA_FAMILIES:
+        raise DataError(f"unknown QA task family {family!r}; valid: {', '.join(QA_FAMILIES)}")
+    articles = load_squad(Path(src.data_dir) / XQUAD_EN)
+    parts = split_articles(articles, src.xquad_val_articles, src.xquad_test_articles, SPLIT_SEED)
+    return tuple(parts[QA_FAMILIES.index(family)])
+
+
+def check_articles(articles: tuple[Article, ...], k_shot: int, family: str) -> None:
+    """Refuse a K that leaves an article without query questions, before any work starts."""
+    fewest = min(articles, key=lambda a: len(a.items))
+    if k_shot >= len(fewest.items):
+        raise DataError(
+            f"{family}: article {fewest.title!r} has {len(fewest.items)} questions, so k_shot={k_shot} leaves "
+            f"it no query; use k_shot < {len(fewest.items)}"
+        )
+
+
+def sample_qa_episode(spec: TaskSpec, articles: tuple[Article, ...]) -> QAEpisode:
+    """Task `spec.index` is article `order[index mod n]` of a seeded order of the family's
+    articles (so consecutive indices visit every article before any repeats), with K
+    support and Q query questions drawn from (seed, family, index)."""
+    family_seed = zlib.crc32(spec.family.encode())
+    order = np.random.default_rng([spec.seed, family_seed]).permutation(len(articles))
+    article = articles[order[spec.index % len(articles)]]
+    support, query = qa_episode(article, spec.k_shot, spec.q_query, seed=[spec.seed, family_seed, spec.index])
+    return QAEpisode(article.title, tuple(support), tuple(query))

@@ -16,10 +16,19 @@ import torch
 
 from metaray.config import ExperimentConfig, PromptConfig
 from metaray.core import InnerConfig, adapt, query_gradient, reptile_pseudo_gradient
-from metaray.data import Episode, SourceConfig, TaskSpec, load_corpus, sample_episode
+from metaray.data import (
+    Episode,
+    QAEpisode,
+    SourceConfig,
+    TaskSpec,
+    load_articles,
+    load_corpus,
+    sample_episode,
+    sample_qa_episode,
+)
 from metaray.distributed.memory import process_memory
-from metaray.models import HEADS, PromptedClassifier, PromptedEncoder, SharedBackbone
-from metaray.models.backbone import backbone_config, import_backbone, import_model_code, load_backbone
+from metaray.models import HEADS, SharedBackbone, load_for, prompted_model
+from metaray.models.backbone import backbone_config, import_backbone, import_model_code
 
 
 @dataclass
@@ -34,10 +43,11 @@ class TaskResult:
 
 @dataclass
 class EvalResult:
-    """Query accuracy (%) per head at each adaptation budget, and the adaptation time."""
+    """Query scores (%) per head at each adaptation budget, and the adaptation time. The
+    heads are the kind's metrics: accuracy per classifier head, or QA's em and f1."""
 
     spec: TaskSpec
-    accuracy: dict[int, dict[str, float]]  # step -> head -> accuracy
+    accuracy: dict[int, dict[str, float]]  # step -> head -> score
     adapt_seconds: float  # wall-clock to adapt at the full budget: inner loop + support encoding + heads
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -56,11 +66,14 @@ def source_config(cfg: ExperimentConfig) -> SourceConfig:
         data_dir=str(cfg.data.resolved_dir()),
         clinc150_val_domains=cfg.data.clinc150_val_domains,
         clinc150_test_domains=cfg.data.clinc150_test_domains,
+        xquad_val_articles=cfg.data.xquad_val_articles,
+        xquad_test_articles=cfg.data.xquad_test_articles,
     )
 
 
 class TaskAdapter:
-    """Holds one frozen backbone; `adapt` and `evaluate` are its per-task methods.
+    """Holds one frozen backbone under the prompted model of `cfg.kind` (a classifier or
+    a question answerer); `adapt` and `evaluate` are its per-task methods.
 
     `backbone`: the weights shared through the object store (Ray resolves the reference
     to a read-only, zero-copy view); None loads a private copy. The backbone runs on
@@ -75,14 +88,15 @@ class TaskAdapter:
         if loaded is None:
             import_model_code(backbone.config if backbone is not None else backbone_config(cfg.model))
             self.memory_log = {"before_backbone": process_memory()}
-            tokenizer, model = import_backbone(backbone) if backbone is not None else load_backbone(cfg.model)
+            tokenizer, model = import_backbone(backbone) if backbone is not None else load_for(cfg.kind, cfg.model)
             if torch.cuda.is_available():
                 model.to("cuda")
             self.memory_log["after_backbone"] = process_memory()
         else:  # (tokenizer, model) placed by the caller, e.g. partitioned by DeepSpeed
             tokenizer, model = loaded
             self.memory_log = {}
-        self.classifier = PromptedClassifier(PromptedEncoder(cfg.model, tokenizer, model))
+        self.backbone = model
+        self.prompted = prompted_model(cfg.kind, cfg.model, tokenizer, model, lockstep=cfg.sharded.enabled)
 
     def memory(self) -> dict[str, dict[str, float]]:
         """This process's memory (MiB) before and after loading the backbone, and now."""
@@ -90,12 +104,14 @@ class TaskAdapter:
 
     def backbone_digest(self) -> str:
         """sha256 over every backbone parameter and buffer: equal digests, equal bits."""
-        return tensor_digest(sorted(self.classifier.encoder.model.state_dict().items()))
+        return tensor_digest(sorted(self.backbone.state_dict().items()))
 
     def init_prompt(self, prompt_cfg: PromptConfig | None = None) -> torch.Tensor:
-        return self.classifier.init_prompt(prompt_cfg or self.cfg.prompt)
+        return self.prompted.init_prompt(prompt_cfg or self.cfg.prompt)
 
-    def episode(self, spec: TaskSpec) -> Episode:
+    def episode(self, spec: TaskSpec) -> Episode | QAEpisode:
+        if self.cfg.kind == "qa":
+            return sample_qa_episode(spec, load_articles(spec.family, self.sources))
         support = load_corpus(spec.support_family, self.sources) if spec.support_family else None
         return sample_episode(spec, load_corpus(spec.family, self.sources), support)
 
@@ -105,12 +121,12 @@ class TaskAdapter:
         meta = self.cfg.meta
 
         def query_loss(prompt: torch.Tensor) -> torch.Tensor:
-            return self.classifier.query_loss(prompt, episode)
+            return self.prompted.query_loss(prompt, episode)
 
         if meta.algorithm == "multitask":
             grad, loss = query_gradient(meta_prompt, query_loss)
             return TaskResult(grad, loss, loss, spec)
-        loss_fn = self.classifier.support_loss_fn(episode, meta.inner, seed=spec.index)
+        loss_fn = self.prompted.support_loss_fn(episode, meta.inner, seed=spec.index)
         result = adapt({"prompt": meta_prompt}, loss_fn, meta.inner)
         support_loss = sum(result.losses) / max(len(result.losses), 1)
         phi = result.adapted_prompt
@@ -129,7 +145,7 @@ class TaskAdapter:
         set after each budget in `steps`. `init=None`: no prompt, no adaptation."""
         episode = self.episode(spec)
         if init is None:
-            scores, support_seconds = self.classifier.score(None, episode, heads)
+            scores, support_seconds = self.prompted.score(None, episode, heads)
             return EvalResult(spec, {0: scores}, support_seconds)
         accuracy: dict[int, dict[str, float]] = {}
         scoring = support_seconds = 0.0
@@ -138,11 +154,11 @@ class TaskAdapter:
             nonlocal scoring, support_seconds
             if step in steps:
                 start = time.perf_counter()
-                accuracy[step], support_seconds = self.classifier.score(params["prompt"], episode, heads)
+                accuracy[step], support_seconds = self.prompted.score(params["prompt"], episode, heads)
                 scoring += time.perf_counter() - start
 
         budget = dataclasses.replace(inner, steps=max(steps))
         start = time.perf_counter()
-        adapt({"prompt": init}, self.classifier.support_loss_fn(episode, budget, seed=spec.index), budget, on_step)
+        adapt({"prompt": init}, self.prompted.support_loss_fn(episode, budget, seed=spec.index), budget, on_step)
         inner_seconds = time.perf_counter() - start - scoring
         return EvalResult(spec, accuracy, inner_seconds + support_seconds)

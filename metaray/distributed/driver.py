@@ -17,13 +17,32 @@ from tqdm.auto import tqdm
 
 from metaray.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from metaray.config import ConfigError, ExperimentConfig, build, to_dict
-from metaray.data import TaskSampler, TaskSpec, check_feasible, load_corpus
+from metaray.data import QA_FAMILIES, TaskSampler, TaskSpec, check_articles, check_feasible, load_articles, load_corpus
 from metaray.distributed.adapter import source_config
 from metaray.distributed.runners import Runner, make_runner
 from metaray.distributed.zero import check_deepspeed
 from metaray.metrics import MetricsWriter
-from metaray.models import check_backbone
+from metaray.models import PRIMARY_METRIC, check_for
 from metaray.storage import RunStore
+
+
+def family_size(cfg: ExperimentConfig, family: str, k_shot: int, needed: int, same_group: bool = False) -> int:
+    """Check that `family` suits `cfg.kind` and can supply episodes of this shape (K support
+    examples, `needed` per class for classification); its classes, or its articles (qa)."""
+    sources = source_config(cfg)
+    if cfg.kind == "qa":
+        if family not in QA_FAMILIES:
+            raise ConfigError(
+                f"{family!r} is not a question-answering family (kind=qa); valid: {', '.join(QA_FAMILIES)}"
+            )
+        articles = load_articles(family, sources)
+        check_articles(articles, k_shot, family)
+        return len(articles)
+    if family in QA_FAMILIES:
+        raise ConfigError(f"{family!r} is a question-answering family; set kind=qa (or pick a classification family)")
+    corpus = load_corpus(family, sources)
+    check_feasible(corpus, cfg.data.n_way, needed, same_group)
+    return len(corpus.label_names)
 
 
 def preflight(cfg: ExperimentConfig) -> TaskSampler:
@@ -32,34 +51,35 @@ def preflight(cfg: ExperimentConfig) -> TaskSampler:
     RunStore(cfg.output.dir)
     if cfg.sharded.enabled:
         check_deepspeed()
-    sources = source_config(cfg)
-    check_backbone(cfg.model)
+    check_for(cfg.kind, cfg.model)
     d = cfg.data
-    counts = []
-    for family in d.meta_train:
-        corpus = load_corpus(family, sources)
-        check_feasible(corpus, d.n_way, d.k_shot + d.q_query, d.same_domain)
-        counts.append(len(corpus.label_names))
+    needed = d.k_shot + d.q_query
+    counts = [family_size(cfg, family, d.k_shot, needed, d.same_domain) for family in d.meta_train]
     if cfg.meta.eval_every:
-        check_feasible(load_corpus(d.meta_val, sources), d.n_way, d.k_shot + d.q_query)
-    return TaskSampler(tuple(d.meta_train), tuple(counts), d.n_way, d.k_shot, d.q_query, d.seed, d.same_domain)
+        family_size(cfg, d.meta_val, d.k_shot, needed)
+    n_way = 0 if cfg.kind == "qa" else d.n_way  # a QA task is one article, not N classes
+    return TaskSampler(tuple(d.meta_train), tuple(counts), n_way, d.k_shot, d.q_query, d.seed, d.same_domain)
 
 
 def validation_specs(cfg: ExperimentConfig) -> list[TaskSpec]:
     """A fixed set of meta-val episodes, the same at every validation."""
     d = cfg.data
-    return [TaskSpec(d.meta_val, i, d.n_way, d.k_shot, d.q_query, d.seed + 1) for i in range(cfg.meta.val_episodes)]
+    n_way = 0 if cfg.kind == "qa" else d.n_way
+    return [TaskSpec(d.meta_val, i, n_way, d.k_shot, d.q_query, d.seed + 1) for i in range(cfg.meta.val_episodes)]
 
 
 def meta_validate(runner: Runner, cfg: ExperimentConfig, meta_prompt) -> float:
-    """Mean query accuracy (%, prototype head) after `meta.val_steps` steps from θ."""
+    """Mean query score (%) after `meta.val_steps` steps from θ: prototype accuracy, or
+    answer F1 for question answering."""
     inner = dataclasses.replace(cfg.meta.inner, steps=cfg.meta.val_steps)
     units = [(meta_prompt, spec) for spec in validation_specs(cfg)]
-    results = runner.evaluate(units, (cfg.meta.val_steps,), inner, ("proto",))
-    return sum(r.accuracy[cfg.meta.val_steps]["proto"] for r in results) / len(results)
+    metric = PRIMARY_METRIC[cfg.kind]
+    results = runner.evaluate(units, (cfg.meta.val_steps,), inner, (metric,))
+    return sum(r.accuracy[cfg.meta.val_steps][metric] for r in results) / len(results)
 
 
-# What each round's metrics hold (meta_val_acc only at meta-validation rounds).
+# What each round's metrics hold (meta_val_acc only at meta-validation rounds: the kind's
+# validation score, prototype accuracy or answer F1).
 REPORTED_METRICS = (
     "round",
     "tasks",
@@ -76,6 +96,8 @@ REPORTED_METRICS = (
 # change the model, the shape of θ or its optimizer state, or the task sequence.
 RESUME_KEYS = (
     ("model", "backbone"),
+    ("model", "max_context_tokens"),
+    ("model", "max_answer_tokens"),
     ("model", "max_length"),
     ("model", "pool_prompt"),
     ("model", "prompt_position"),

@@ -20,7 +20,7 @@ from metaray.core import InnerConfig
 from metaray.data import TaskSpec
 from metaray.distributed.adapter import EvalResult, TaskAdapter
 from metaray.distributed.aggregator import MetaAggregator
-from metaray.models import export_backbone, load_backbone
+from metaray.models import export_backbone, load_for
 
 EvalUnit = tuple[torch.Tensor | None, TaskSpec]  # (init prompt or None, task)
 
@@ -126,7 +126,7 @@ class RayRunner:
         connect(cfg.ray)
         self.cfg = cfg
         r = cfg.ray
-        self.backbone_ref = ray.put(export_backbone(*load_backbone(cfg.model))) if r.shared_backbone else None
+        self.backbone_ref = ray.put(export_backbone(*load_for(cfg.kind, cfg.model))) if r.shared_backbone else None
         # A dead adapter is restarted and its pending tasks re-run; tasks are pure functions
         # of (θ, spec), so the round's result does not change.
         adapter_cls = ray.remote(TaskAdapter).options(

@@ -23,7 +23,7 @@ import torch
 from metaray.config import ExperimentConfig, ModelConfig, PromptConfig, ShardedConfig
 from metaray.distributed.adapter import EvalResult, TaskAdapter, TaskResult, tensor_digest
 from metaray.distributed.memory import process_memory
-from metaray.models.backbone import load_backbone, resolve_backbone
+from metaray.models import load_for, resolve_backbone
 from metaray.storage import CACHE_ENV
 
 DEEPSPEED_EXTRA = "pip install 'metaray[deepspeed]'"
@@ -69,17 +69,18 @@ def deepspeed_config(s: ShardedConfig) -> dict:
     }
 
 
-def converted_gguf(cfg: ModelConfig, converter: bool, barrier) -> ModelConfig:
+def converted_gguf(cfg: ModelConfig, kind: str, converter: bool, barrier) -> ModelConfig:
     """A GGUF backbone as an fp32 safetensors folder in `$METARAY_CACHE/models`, written
     once per machine (by `converter`, atomically), so that `zero.Init` can build it
-    partitioned: transformers dequantises a GGUF file whole in every process."""
+    partitioned: transformers dequantises a GGUF file whole in every process. One folder
+    per task kind: a causal LM keeps its output head, an encoder has none."""
     source = resolve_backbone(cfg)
     if not source.gguf_file:
         return cfg
     cache = Path(os.environ.get(CACHE_ENV, "~/.cache/metaray")).expanduser() / "models"
-    folder = cache / f"{Path(source.gguf_file).stem}-fp32"
+    folder = cache / f"{Path(source.gguf_file).stem}-{kind}-fp32"
     if converter and not folder.is_dir():
-        tokenizer, model = load_backbone(cfg)
+        tokenizer, model = load_for(kind, cfg)
         partial = cache / f".{folder.name}.{os.getpid()}"
         # transformers will not save a model it loaded from GGUF; its weights are plain fp32 now
         model.config.save_pretrained(partial)
@@ -101,11 +102,11 @@ def load_partitioned(cfg: ExperimentConfig, is_node_leader: bool):
     if cfg.sharded.zero_init:
         from transformers.integrations import HfDeepSpeedConfig
 
-        model_cfg = converted_gguf(cfg.model, is_node_leader, torch.distributed.barrier)
+        model_cfg = converted_gguf(cfg.model, cfg.kind, is_node_leader, torch.distributed.barrier)
         zero3 = HfDeepSpeedConfig(ds_config)  # noqa: F841 (while alive, from_pretrained builds under zero.Init)
-        tokenizer, model = load_backbone(model_cfg)
+        tokenizer, model = load_for(cfg.kind, model_cfg)
     else:  # every rank loads the whole model, then deepspeed.initialize partitions it
-        tokenizer, model = load_backbone(cfg.model)
+        tokenizer, model = load_for(cfg.kind, cfg.model)
     engine, *_ = deepspeed.initialize(model=model, config=ds_config)
     engine.module.eval()
     return tokenizer, engine.module, engine

@@ -127,9 +127,8 @@ def load_backbone(cfg: ModelConfig, auto_class=AutoModel):
     return tokenizer, _frozen(model)
 
 
-def load_causal_lm(cfg: ModelConfig):
-    """(tokenizer, frozen causal LM with its head) for question answering; a backbone
-    that is not a causal language model is refused by name."""
+def check_causal_lm(cfg: ModelConfig) -> None:
+    """Refuse, by name and before loading any weights, a backbone that is not a causal LM."""
     config = backbone_config(cfg)
     # BERT-like encoders have causal-LM heads too, but attend both ways unless made decoders
     bidirectional = type(config) in MODEL_FOR_MASKED_LM_MAPPING and not config.is_decoder
@@ -138,6 +137,12 @@ def load_causal_lm(cfg: ModelConfig):
             f"backbone {cfg.backbone!r} ({type(config).__name__}) is not a causal language model; question "
             "answering needs a decoder LM such as SmolLM2-135M-Instruct"
         )
+
+
+def load_causal_lm(cfg: ModelConfig):
+    """(tokenizer, frozen causal LM with its head) for question answering; a backbone
+    that is not a causal language model is refused by name."""
+    check_causal_lm(cfg)
     return load_backbone(cfg, AutoModelForCausalLM)
 
 
@@ -154,6 +159,7 @@ class SharedBackbone:
 
     config: object  # transformers PretrainedConfig
     tokenizer: object
+    model_class: type  # e.g. BertModel, LlamaForCausalLM: what the arrays are the weights of
     arrays: dict[str, np.ndarray]  # tensor name -> raw bytes (uint8), one per storage
     dtypes: dict[str, str]  # tensor name -> torch dtype name
     shapes: dict[str, tuple[int, ...]]
@@ -183,7 +189,7 @@ def export_backbone(tokenizer, model) -> SharedBackbone:
         arrays[name] = tensor.detach().contiguous().view(-1).view(torch.uint8).numpy()
         dtypes[name], shapes[name] = str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape)
     parameters = frozenset(name for name, _ in model.named_parameters(remove_duplicate=False))
-    return SharedBackbone(model.config, tokenizer, arrays, dtypes, shapes, aliases, parameters)
+    return SharedBackbone(model.config, tokenizer, type(model), arrays, dtypes, shapes, aliases, parameters)
 
 
 def _set_tensor(model, name: str, tensor: torch.Tensor, is_parameter: bool) -> None:
@@ -200,7 +206,7 @@ def import_backbone(shared: SharedBackbone):
     is built on the meta device (no memory) and every tensor is then pointed at the
     shared bytes. The weights are read-only: nothing may write to a frozen backbone."""
     with torch.device("meta"):
-        model = AutoModel.from_config(shared.config)
+        model = shared.model_class._from_config(shared.config)
     tensors = {}
     with warnings.catch_warnings():  # the store's buffers are read-only, and we only read them
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")

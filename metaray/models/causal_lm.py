@@ -1,9 +1,11 @@
 """A frozen causal language model that reads a soft prompt and answers questions.
 
 Input: [soft prompt (P, D)] "Context: ...\\nQuestion: ...\\nAnswer:" and, for training,
-" ANSWER<eos>". The loss is cross-entropy on the answer tokens (and the end token)
-only. Answers are generated greedily, batched (left padding, explicit position ids, a
-key-value cache), up to a token limit, and stop at the end token or a new line.
+" ANSWER<eos>". Without a soft prompt, the tokens of a hand-written instruction take
+its place (the discrete-prompt baseline; none when the instruction is empty). The
+loss is cross-entropy on the answer tokens (and the end token) only. Answers are
+generated greedily, batched (left padding, explicit position ids, a key-value cache),
+up to a token limit, and stop at the end token or a new line.
 """
 
 from __future__ import annotations
@@ -24,17 +26,35 @@ class ContextTooLong(ValueError):
 class PromptedCausalLM:
     """Losses and greedy answers of a frozen causal LM under a soft prompt."""
 
-    def __init__(self, tokenizer, model, max_context_tokens: int = 384, max_answer_tokens: int = 16) -> None:
-        self.tokenizer, self.model = tokenizer, model
+    def __init__(
+        self,
+        tokenizer,
+        model,
+        *,
+        max_context_tokens: int = 384,
+        max_answer_tokens: int = 16,
+        instruction: str = "",
+        lockstep: bool = False,
+    ) -> None:
+        """`lockstep`: always decode `max_answer_tokens` steps, never stopping early, so
+        that every rank of a partitioned (ZeRO-3) model runs the same forward passes."""
+        self.tokenizer, self.model, self.lockstep = tokenizer, model, lockstep
         self.max_context_tokens, self.max_answer_tokens = max_context_tokens, max_answer_tokens
         self.embedding = model.get_input_embeddings()
         self.device = self.embedding.weight.device
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
         self.eos_id = eos if isinstance(eos, int) else eos[0]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.instruction_ids = self.token_ids(instruction.strip() + "\n") if instruction.strip() else []
 
-    def _ids(self, text: str) -> list[int]:
+    def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _or_instruction(self, prompt: torch.Tensor | None) -> torch.Tensor | None:
+        """The soft prompt, or in its place the embeddings of the instruction's tokens."""
+        if prompt is not None or not self.instruction_ids:
+            return prompt
+        return self.embedding(torch.tensor(self.instruction_ids, device=self.device)).detach()
 
     def fit_context(self, item: QAItem, mode: str) -> str:
         """The context, cut to `max_context_tokens`: a window around the answer span
@@ -55,7 +75,7 @@ class PromptedCausalLM:
         return item.context[offsets[first][0] : offsets[first + limit - 1][1]]
 
     def _question_ids(self, item: QAItem, mode: str) -> list[int]:
-        return self._ids(TEMPLATE.format(context=self.fit_context(item, mode), question=item.question))
+        return self.token_ids(TEMPLATE.format(context=self.fit_context(item, mode), question=item.question))
 
     def _embed(self, ids: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
         tokens = self.embedding(ids.to(self.device))
@@ -70,7 +90,7 @@ class PromptedCausalLM:
         rows = []
         for item in items:
             question = self._question_ids(item, "answer")
-            answer = self._ids(" " + item.answers[0])[: self.max_answer_tokens] + [self.eos_id]
+            answer = self.token_ids(" " + item.answers[0])[: self.max_answer_tokens] + [self.eos_id]
             rows.append((question + answer, [-100] * len(question) + answer))
         width = max(len(ids) for ids, _ in rows)
         ids = torch.full((len(rows), width), self.pad_id)
@@ -84,6 +104,7 @@ class PromptedCausalLM:
 
     def loss(self, prompt: torch.Tensor | None, items: list[QAItem]) -> torch.Tensor:
         """Mean cross-entropy over the answer tokens of `items`; differentiable in `prompt` (P, D)."""
+        prompt = self._or_instruction(prompt)
         p = 0 if prompt is None else prompt.shape[0]
         ids, mask, targets = self.answer_batch(items, p)
         logits = self.model(inputs_embeds=self._embed(ids, prompt), attention_mask=mask.to(self.device)).logits
@@ -94,11 +115,13 @@ class PromptedCausalLM:
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor | None, items: list[QAItem], mode: str = "head") -> list[str]:
         """Greedy answers, one per item, batched."""
+        prompt = self._or_instruction(prompt)
         questions = [self._question_ids(item, mode) for item in items]
         p, width = (0 if prompt is None else prompt.shape[0]), max(map(len, questions))
         ids = torch.full((len(items), width), self.pad_id)
         mask = torch.zeros(len(items), p + width, dtype=torch.long)
-        for r, q in enumerate(questions):  # left padding: every row ends where generation starts
+        mask[:, :p] = 1  # [prompt][left padding][question]: every row ends where generation starts
+        for r, q in enumerate(questions):
             ids[r, width - len(q) :] = torch.tensor(q)
             mask[r, p + width - len(q) :] = 1
         mask = mask.to(self.device)
@@ -110,7 +133,7 @@ class PromptedCausalLM:
         for _ in range(self.max_answer_tokens):
             token = out.logits[:, -1].argmax(-1)
             generated.append(token)
-            if self._all_stopped(torch.stack(generated, 1)):
+            if not self.lockstep and self._all_stopped(torch.stack(generated, 1)):
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             positions = positions[:, -1:] + 1

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from metaray.config import PromptConfig
-from metaray.core import InnerConfig, SoftPrompt, cosine_logits, fit_linear_probe, leave_one_out_loss, prototypes
+from metaray.core import InnerConfig, cosine_logits, fit_linear_probe, leave_one_out_loss, prototypes
 from metaray.core.adapt import LossFn
+from metaray.core.prompt import initial_prompt
 from metaray.data import Episode
 from metaray.models.encoder import PromptedEncoder
 
@@ -31,12 +32,7 @@ class PromptedClassifier:
     def init_prompt(self, cfg: PromptConfig) -> torch.Tensor:
         """θ₀, shape (P, D), per `prompt.init`."""
         table = self.encoder.embedding_table.detach().cpu()
-        generator = torch.Generator().manual_seed(cfg.seed)
-        if cfg.init == "random":
-            return SoftPrompt.random(cfg.length, table, generator).weight.detach()
-        if cfg.init == "vocab":
-            return SoftPrompt.from_vocab(cfg.length, table, generator).weight.detach()
-        return SoftPrompt.from_text(cfg.length, table, self.encoder.token_ids(cfg.text)).weight.detach()
+        return initial_prompt(cfg.init, cfg.length, table, self.encoder.token_ids(cfg.text), cfg.seed)
 
     def support_loss_fn(self, episode: Episode, inner: InnerConfig, seed: int) -> LossFn:
         """Leave-one-out prototypical loss on an inner mini-episode of at most

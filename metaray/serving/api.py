@@ -1,10 +1,11 @@
 """The versioned HTTP API (FastAPI behind Ray Serve; OpenAPI docs at /docs).
 
-Errors: a malformed body is a 422 naming the field (pydantic), an unknown task a 404,
-too many examples or texts, or a text too long, a 413 (limits in the settings), a
+Errors: a malformed body is a 422 naming the field (pydantic), as is a QA example whose
+answer is not in its context; an unknown task a 404, too many examples or texts, a
+text too long, or a context over the model's window, a 413 (limits in the settings); a
 taken id a 409, a task whose files cannot be read a 500 naming the file (the replica
-keeps serving). With a token configured, creating, feedback and deleting need
-`Authorization: Bearer TOKEN`.
+keeps serving), a task kind this server has no model for a 501. With a token
+configured, creating, feedback and deleting need `Authorization: Bearer TOKEN`.
 """
 
 import asyncio
@@ -18,11 +19,13 @@ import uuid
 from fastapi import FastAPI, Header, HTTPException, Response
 from ray import serve
 
+from metaray.models import ContextTooLong
+from metaray.serving.checks import check_examples, check_texts, task_error, too_large, unprocessable
 from metaray.serving.schemas import (
     AnswerBody,
+    AnswerResult,
     ClassifyBody,
     ClassifyResult,
-    ClassifyTask,
     CreateTask,
     FeedbackAccepted,
     FeedbackBody,
@@ -33,21 +36,16 @@ from metaray.serving.store import CorruptTask, TaskExists, TaskNotFound, TaskSto
 
 log = logging.getLogger("ray.serve")
 app = FastAPI(title="metaray", version="1", description="Few-shot tasks on a meta-learned soft prompt.")
-QA_PENDING = "question answering needs the causal-LM model, which is not in this release yet"
-
-
-def _too_large(what: str, n: int, limit: int) -> None:
-    if n > limit:
-        raise HTTPException(413, f"{what}: {n} is over the limit of {limit}")
+MODEL_SETTING = {"classify": "checkpoint", "qa": "qa_checkpoint"}
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
 @serve.ingress(app)
 class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
-    def __init__(self, settings, classifier) -> None:
+    def __init__(self, settings, classifier, answerer) -> None:
         self.settings = settings
         self.store = TaskStore(settings.store)
-        self.classifier = classifier
+        self.models = {"classify": classifier, "qa": answerer}  # None: no checkpoint for that kind
         self.token = os.environ.get(settings.token_env, "")
         self.readapting: dict[str, asyncio.Task] = {}
         self.recovered = 0.0  # when tasks with pending feedback were last looked for
@@ -77,9 +75,18 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         except (ValueError, TaskNotFound) as err:  # a bad id names no task
             raise HTTPException(404, f"no task {task_id!r}") from err
 
-    def _check_texts(self, texts: list[str], field: str) -> None:
-        for i, text in enumerate(texts):
-            _too_large(f"{field}[{i}] characters", len(text), self.settings.max_text_chars)
+    def _model(self, kind: str):
+        if self.models[kind] is None:
+            setting = MODEL_SETTING[kind]
+            raise HTTPException(501, f"this server has no {kind} model: serve it with {setting}=RUN_FOLDER")
+        return self.models[kind]
+
+    async def _adapt(self, kind: str, examples: list[dict], steps: int | None) -> tuple[dict, dict]:
+        """φ (and, for classification, prototypes) from the examples, on the kind's model."""
+        if kind == "qa":
+            return await self._model("qa").adapt.remote(examples, steps)
+        texts, labels = [e["text"] for e in examples], [e["label"] for e in examples]
+        return await self._model("classify").adapt.remote(texts, labels, steps)
 
     def _recover(self, every_s: float | None = None) -> None:
         """Re-adapt tasks whose feedback arrived but was never adapted: once per replica at
@@ -122,9 +129,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
                 return
             examples = meta["examples"] + [e for batch in pending.values() for e in batch]
             try:
-                tensors, metrics = await self.classifier.adapt.remote(
-                    [e["text"] for e in examples], [e["label"] for e in examples], meta["metrics"].get("steps")
-                )
+                tensors, metrics = await self._adapt(meta["kind"], examples, meta["metrics"].get("steps"))
                 included = [*meta.get("feedback", []), *pending]
                 new = {**meta, "examples": examples, "metrics": metrics, "feedback": included}
                 self.store.write_version(task_id, meta["version"] + 1, tensors, new)
@@ -157,22 +162,21 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
     async def create(self, body: CreateTask, authorization: str | None = Header(default=None)) -> TaskInfo:
         self._authorise(authorization)
         self._recover()
-        if not isinstance(body, ClassifyTask):
-            raise HTTPException(501, QA_PENDING)
-        _too_large("examples", len(body.examples), self.settings.max_examples)
-        self._check_texts([e.text for e in body.examples], "examples")
-        steps = None if body.steps is None else min(body.steps, self.settings.adapt.steps)
+        self._model(body.kind)
+        examples = [e.model_dump() for e in body.examples]
+        too_large("examples", len(examples), self.settings.max_examples)
+        check_examples(self.settings, body.kind, examples)
+        budget = self.settings.qa_adapt if body.kind == "qa" else self.settings.adapt
+        steps = None if body.steps is None else min(body.steps, budget.steps)
         task_id = body.id or uuid.uuid4().hex[:16]
         try:
             self.store.claim(task_id)
         except TaskExists as err:
             raise HTTPException(409, f"task {task_id!r} already exists") from err
-        examples = [e.model_dump() for e in body.examples]
         try:
-            tensors, metrics = await self.classifier.adapt.remote(
-                [e["text"] for e in examples], [e["label"] for e in examples], steps
-            )
-            meta = {"kind": "classify", "labels": sorted({e["label"] for e in examples}), "examples": examples}
+            tensors, metrics = await self._adapt(body.kind, examples, steps)
+            labels = sorted({e["label"] for e in examples}) if body.kind == "classify" else []
+            meta = {"kind": body.kind, "labels": labels, "examples": examples}
             self.store.write_version(task_id, 1, tensors, {**meta, "metrics": metrics, "feedback": []})
         except BaseException:
             with contextlib.suppress(TaskNotFound):  # deleted meanwhile
@@ -212,12 +216,13 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
     async def classify(self, task_id: str, body: ClassifyBody) -> ClassifyResult:
         meta = self._meta(task_id)
         if meta["kind"] != "classify":
-            raise HTTPException(409, f"task {task_id!r} is a {meta['kind']} task")
-        _too_large("texts", len(body.texts), self.settings.max_texts)
-        self._check_texts(body.texts, "texts")
+            raise HTTPException(409, f"task {task_id!r} is a {meta['kind']} task; use /answer")
+        self._model("classify")
+        too_large("texts", len(body.texts), self.settings.max_texts)
+        check_texts(self.settings, body.texts, "texts")
         predictions = await self._classify_batch((f"{task_id}@{meta['version']}", body.texts))
         if isinstance(predictions, (TaskNotFound, CorruptTask)):  # deleted meanwhile, or unreadable
-            raise HTTPException(404 if isinstance(predictions, TaskNotFound) else 500, str(predictions))
+            raise task_error(predictions)
         return ClassifyResult(id=task_id, version=meta["version"], predictions=predictions)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
@@ -233,7 +238,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         out: list = [None] * len(calls)
 
         async def one(key: str, members: list[int]) -> None:
-            handle = self.classifier.options(multiplexed_model_id=key)
+            handle = self.models["classify"].options(multiplexed_model_id=key)
             try:
                 rows = await handle.classify.remote([t for i in members for t in calls[i][1]])
             except (TaskNotFound, CorruptTask) as err:
@@ -253,32 +258,38 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
     ) -> FeedbackAccepted:
         self._authorise(authorization)
         meta = self._meta(task_id)
+        examples = [e.model_dump() for e in body.examples]
+        fields = {"classify": {"text", "label"}, "qa": {"context", "question", "answer"}}[meta["kind"]]
+        if set(examples[0]) != fields:
+            raise unprocessable(["examples"], f"a {meta['kind']} task's examples have the fields {sorted(fields)}")
         labels = set(meta.get("labels", []))
-        for i, example in enumerate(body.examples):
-            if example.label not in labels:
-                raise HTTPException(
-                    422,
-                    [
-                        {
-                            "loc": ["body", "examples", i, "label"],
-                            "msg": f"unknown label {example.label!r}; task {task_id!r} has {sorted(labels)}",
-                            "type": "value_error",
-                        }
-                    ],
-                )
-        total = len(meta["examples"]) + sum(map(len, self._pending(task_id, meta).values())) + len(body.examples)
-        _too_large("examples with feedback", total, self.settings.max_examples)
-        self._check_texts([e.text for e in body.examples], "examples")
+        for i, example in enumerate(examples):
+            if meta["kind"] == "classify" and example["label"] not in labels:
+                msg = f"unknown label {example['label']!r}; task {task_id!r} has {sorted(labels)}"
+                raise unprocessable(["examples", i, "label"], msg)
+        total = len(meta["examples"]) + sum(map(len, self._pending(task_id, meta).values())) + len(examples)
+        too_large("examples with feedback", total, self.settings.max_examples)
+        check_examples(self.settings, meta["kind"], examples)
         try:
-            name = self.store.add_feedback(task_id, [e.model_dump() for e in body.examples])
+            name = self.store.add_feedback(task_id, examples)
         except TaskNotFound as err:  # deleted meanwhile
             raise HTTPException(404, f"no task {task_id!r}") from err
         self._schedule(task_id)
         return FeedbackAccepted(id=task_id, feedback=name, version=meta["version"])
 
     @app.post("/v1/tasks/{task_id}/answer")
-    async def answer(self, task_id: str, body: AnswerBody) -> dict:
+    async def answer(self, task_id: str, body: AnswerBody) -> AnswerResult:
+        """The task's greedy answer to a question on a context (batched on the answerer)."""
         meta = self._meta(task_id)
         if meta["kind"] != "qa":
             raise HTTPException(409, f"task {task_id!r} is a {meta['kind']} task; use /classify")
-        raise HTTPException(501, QA_PENDING)
+        too_large("context characters", len(body.context), self.settings.max_context_chars)
+        check_texts(self.settings, [body.question], "question")
+        handle = self._model("qa").options(multiplexed_model_id=f"{task_id}@{meta['version']}")
+        try:
+            (result,) = await handle.answer.remote([(body.context, body.question)])
+        except (TaskNotFound, CorruptTask) as err:
+            raise task_error(err) from err
+        if isinstance(result, ContextTooLong):
+            raise HTTPException(413, f"context: {result}; shorten it, or serve with long_context=head")
+        return AnswerResult(id=task_id, version=meta["version"], answer=result[0])

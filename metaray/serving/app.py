@@ -1,10 +1,12 @@
-"""The Ray Serve application: a FastAPI ingress and the classifier deployment.
+"""The Ray Serve application: a FastAPI ingress, the classifier and the answerer.
 
     Ingress (FastAPI, /v1/...)  --adapt-->      Classifier: frozen encoder once per replica,
                                 --classify-->   task prompts multiplexed by "id@version",
                                                 requests batched (serve.batch)
-    QA: `kind: qa` tasks and /answer are defined here and answered 501 until the
-    causal-LM model lands (issue 7).
+                                --adapt-->      Answerer: frozen causal LM once per replica,
+                                --answer-->     the same multiplexing and batching
+    Each model is deployed when its checkpoint is given (`checkpoint`, `qa_checkpoint`);
+    a task of a kind this server has no model for is a 501 naming the setting.
 
 Tasks live in the `TaskStore` (a folder), so any replica serves any task and tasks
 survive a restart. `build_app(args)` is the import path `serve deploy` uses
@@ -18,19 +20,22 @@ from dataclasses import dataclass, field
 
 from ray import serve
 
-from metaray.config import build
+from metaray.config import ConfigError, build
 from metaray.core import InnerConfig
 from metaray.distributed.memory import process_memory
 from metaray.serving.api import api
 from metaray.serving.store import TaskStore
-from metaray.serving.tasks import ClassifyRequest, TaskClassifier
+from metaray.serving.tasks import AnswerRequest, ClassifyRequest, TaskAnswerer, TaskClassifier
+
+LONG_CONTEXT = ("refuse", "head")
 
 
 @dataclass(frozen=True)
 class ServeSettings:
     """The application's `args` in serve/config.yaml."""
 
-    checkpoint: str  # meta-training run folder (its latest checkpoint) or checkpoint file / URI
+    checkpoint: str = ""  # classification run folder (its latest checkpoint) or checkpoint file / URI
+    qa_checkpoint: str = ""  # question-answering run (kind: qa), for `kind: qa` tasks and /answer
     store: str = "runs/serve-tasks"  # task store folder (shared by every replica)
     # the budget per task: 2 steps on mini-episodes of 2 examples per class keep a 10-way
     # 5-shot task under 3 s on one CPU (bench/serve); a request may ask for fewer steps
@@ -42,11 +47,32 @@ class ServeSettings:
     max_batch_size: int = 32  # classify requests batched into one forward pass
     batch_wait_s: float = 0.005
     token_env: str = "METARAY_SERVE_TOKEN"  # if this variable is set, state-changing calls need its bearer token
-    threads: int = 1  # torch threads per classifier replica
+    threads: int = 1  # torch threads per model replica
+    # question answering: 4 Adam steps on 2 examples at a time (bench/qa adapts with 8)
+    qa_adapt: InnerConfig = field(default_factory=lambda: InnerConfig(steps=4, lr=0.1, batch_shots=2))
+    long_context: str = "refuse"  # a context over the model's window: refuse (413) | head (read its first tokens)
+    max_context_chars: int = 20000  # per QA context: longer is a 413
+    max_answer_batch: int = 8  # /answer requests batched into one generation pass
+
+    def __post_init__(self) -> None:
+        if not (self.checkpoint or self.qa_checkpoint):
+            raise ConfigError("serving needs checkpoint (classification) or qa_checkpoint (question answering)")
+        if self.long_context not in LONG_CONTEXT:
+            raise ConfigError(f"long_context must be one of {LONG_CONTEXT}, got {self.long_context!r}")
 
 
 def settings_from(args: dict) -> ServeSettings:
     return build(ServeSettings, args)
+
+
+def task_loader(store: TaskStore, capacity: int, to_request):
+    """Serve's multiplexed loader of task "id@version" (an LRU of `capacity` per replica)."""
+
+    async def load_task(key: str):
+        task_id, version = key.rsplit("@", 1)
+        return to_request(key, await asyncio.to_thread(store.read, task_id, int(version)))
+
+    return serve.multiplexed(max_num_models_per_replica=capacity)(load_task)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
@@ -55,14 +81,11 @@ class Classifier:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.model = TaskClassifier(settings.checkpoint, settings.adapt, settings.threads)
-        self.store = TaskStore(settings.store)
-
-        async def load_task(key: str) -> ClassifyRequest:
-            task_id, version = key.rsplit("@", 1)
-            task = await asyncio.to_thread(self.store.read, task_id, int(version))
-            return ClassifyRequest(key, task.tensors, tuple(task.meta["labels"]), ())
-
-        self.load_task = serve.multiplexed(max_num_models_per_replica=settings.multiplex_capacity)(load_task)
+        self.load_task = task_loader(
+            TaskStore(settings.store),
+            settings.multiplex_capacity,
+            lambda key, task: ClassifyRequest(key, task.tensors, tuple(task.meta["labels"]), ()),
+        )
         self._batch.set_max_batch_size(settings.max_batch_size)
         self._batch.set_batch_wait_timeout_s(settings.batch_wait_s)
 
@@ -91,13 +114,41 @@ class Classifier:
         return len(wrapper.models) if wrapper is not None else 0
 
 
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=32)
+class Answerer:
+    """One frozen causal LM per replica; adapts QA tasks and answers their questions."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.model = TaskAnswerer(settings.qa_checkpoint, settings.qa_adapt, settings.long_context, settings.threads)
+        self.load_task = task_loader(
+            TaskStore(settings.store),
+            settings.multiplex_capacity,
+            lambda key, task: AnswerRequest(key, task.tensors["prompt"], ()),
+        )
+        self._batch.set_max_batch_size(settings.max_answer_batch)
+
+    async def adapt(self, examples: list[dict], steps: int | None) -> tuple[dict, dict]:
+        return await asyncio.to_thread(self.model.adapt, examples, steps)
+
+    async def answer(self, questions: list[tuple[str, str]]):
+        """(context, question) pairs of the task named by the multiplexed model id."""
+        task = await self.load_task(serve.get_multiplexed_model_id())
+        return await self._batch(AnswerRequest(task.key, task.prompt, tuple(map(tuple, questions))))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _batch(self, requests: list[AnswerRequest]) -> list:
+        return self.model.answer(requests)  # on the event loop, as the classifier's batches
+
+
 def application(args: dict, deployments: list[dict] | None = None):
     """The app; `deployments` are serve/config.yaml's per-deployment options (autoscaling,
-    resources), which `serve deploy` applies itself."""
+    resources), which `serve deploy` applies itself. A model without a checkpoint is not
+    deployed."""
     settings = settings_from(args)
     options = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in deployments or []}
-    classifier = Classifier.options(**options.get("Classifier", {})).bind(settings)
-    return api.options(**options.get("Ingress", {})).bind(settings, classifier)
+    classifier = Classifier.options(**options.get("Classifier", {})).bind(settings) if settings.checkpoint else None
+    answerer = Answerer.options(**options.get("Answerer", {})).bind(settings) if settings.qa_checkpoint else None
+    return api.options(**options.get("Ingress", {})).bind(settings, classifier, answerer)
 
 
 def build_app(args: dict):

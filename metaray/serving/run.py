@@ -32,7 +32,8 @@ def load_serve_config(path: str | Path, overrides: list[str]) -> dict:
     for override in overrides:
         apply_override(args, override)
     settings = settings_from(args)
-    resolve_checkpoint(settings.checkpoint, "latest")  # a missing checkpoint fails here, naming it
+    for checkpoint in filter(None, (settings.checkpoint, settings.qa_checkpoint)):
+        resolve_checkpoint(checkpoint, "latest")  # a missing checkpoint fails here, naming it
     return {"http": tree.get("http_options") or {}, "app": app, "args": args}
 
 
@@ -65,11 +66,14 @@ def export_task(config: dict, task_id: str, out: str) -> Path:
     from metaray.models import resolve_backbone
     from metaray.serving.peft_export import export_peft
     from metaray.serving.store import TaskNotFound, TaskStore
-    from metaray.serving.tasks import served_encoder
+    from metaray.serving.tasks import served_model
 
     settings = settings_from(config["args"])
     store = TaskStore(settings.store)
     if not store.exists(task_id) or not store.latest_version(task_id):
         raise TaskNotFound(f"no task {task_id!r} in {store.root}")
-    _, model_cfg, encoder = served_encoder(settings.checkpoint)
-    return export_peft(store.read(task_id), encoder, resolve_backbone(model_cfg).where, out)
+    task = store.read(task_id)
+    if task.meta["kind"] != "classify":
+        raise ConfigError(f"task {task_id!r} is a {task.meta['kind']} task; export writes classification tasks")
+    _, model_cfg, classifier = served_model(settings.checkpoint, "classify")
+    return export_peft(task, classifier.encoder, resolve_backbone(model_cfg).where, out)

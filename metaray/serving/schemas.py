@@ -38,10 +38,12 @@ class ClassifyTask(BaseModel):
 
 
 class QATask(BaseModel):
+    """A question-answering task from a few questions on contexts, each answer a span of its context."""
+
     kind: Literal["qa"]
     id: TaskId | None = None
     examples: list[QAExample] = Field(min_length=1)
-    steps: int | None = Field(default=None, ge=0)
+    steps: int | None = Field(default=None, ge=0, description="adaptation steps; at most the server's budget")
 
 
 CreateTask = Annotated[ClassifyTask | QATask, Field(discriminator="kind")]
@@ -79,7 +81,9 @@ class ClassifyResult(BaseModel):
 
 
 class FeedbackBody(BaseModel):
-    examples: list[LabelledText] = Field(min_length=1)
+    """Corrected examples: labelled texts for a classification task, answered questions for a QA task."""
+
+    examples: list[LabelledText] | list[QAExample] = Field(min_length=1)
 
 
 class FeedbackAccepted(BaseModel):
@@ -91,3 +95,9 @@ class FeedbackAccepted(BaseModel):
 class AnswerBody(BaseModel):
     context: str = Field(min_length=1)
     question: str = Field(min_length=1)
+
+
+class AnswerResult(BaseModel):
+    id: str
+    version: int
+    answer: str

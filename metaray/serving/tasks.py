@@ -1,6 +1,7 @@
-"""Few-shot tasks online: adapt φ from the meta-learned θ on a handful of labelled
-examples with the same `core.adapt` and support loss as meta-training, then classify
-with the task's prototypes. No Ray here: the Serve deployments wrap this.
+"""Few-shot tasks online: adapt φ from the meta-learned θ on a handful of examples with
+the same `core.adapt` and support loss as meta-training, then classify with the task's
+prototypes (`TaskClassifier`) or answer questions with greedy decoding (`TaskAnswerer`).
+No Ray here: the Serve deployments wrap this.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metaray.checkpoint import load_checkpoint
+from metaray.checkpoint import CheckpointError, load_checkpoint
 from metaray.config import ExperimentConfig, ModelConfig, build
 from metaray.core import InnerConfig, adapt, cosine_logits, prototypes
-from metaray.data import Episode
-from metaray.models import PromptedClassifier, PromptedEncoder, load_backbone
+from metaray.core.adapt import AdaptResult
+from metaray.data import Episode, QAEpisode, QAItem
+from metaray.models import ContextTooLong, PromptedClassifier, PromptedQA, load_for, prompted_model
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,32 @@ class ClassifyRequest:
     texts: tuple[str, ...]
 
 
-def served_encoder(checkpoint: str) -> tuple[torch.Tensor, ModelConfig, PromptedEncoder]:
-    """(θ, the model config, the frozen encoder) of a meta-training checkpoint's latest round."""
+@dataclass(frozen=True)
+class AnswerRequest:
+    """One /answer request's share of a batch: a task's prompt and its questions."""
+
+    key: str  # task id @ version: requests with equal keys share one generation pass
+    prompt: torch.Tensor  # φ, (P, D)
+    questions: tuple[tuple[str, str], ...]  # (context, question)
+
+
+def served_model(checkpoint: str, kind: str) -> tuple[torch.Tensor, ModelConfig, PromptedClassifier | PromptedQA]:
+    """(θ, the model config, the prompted model) of a meta-training checkpoint's latest
+    round; a checkpoint of another task kind is refused by name."""
     state, meta = load_checkpoint(checkpoint, "latest")
-    model_cfg = build(ExperimentConfig, meta["config"]).model
-    return state["meta_prompt"], model_cfg, PromptedEncoder(model_cfg, *load_backbone(model_cfg))
+    cfg = build(ExperimentConfig, meta["config"])
+    if cfg.kind != kind:
+        raise CheckpointError(f"{checkpoint} is a {cfg.kind} checkpoint; a {kind} model needs a {kind} run")
+    return state["meta_prompt"], cfg.model, prompted_model(kind, cfg.model, *load_for(kind, cfg.model))
+
+
+def _metrics(inner: InnerConfig, result: AdaptResult, start: float) -> dict:
+    return {
+        "steps": inner.steps,
+        "support_loss_first": result.losses[0] if result.losses else None,
+        "support_loss_last": result.losses[-1] if result.losses else None,
+        "adapt_seconds": time.perf_counter() - start,
+    }
 
 
 class TaskClassifier:
@@ -41,9 +64,8 @@ class TaskClassifier:
 
     def __init__(self, checkpoint: str, inner: InnerConfig, threads: int = 1) -> None:
         torch.set_num_threads(threads)
-        self.meta_prompt, _, encoder = served_encoder(checkpoint)
+        self.meta_prompt, _, self.classifier = served_model(checkpoint, "classify")
         self.inner = inner
-        self.classifier = PromptedClassifier(encoder)
 
     def adapt(self, texts: list[str], labels: list[str], steps: int | None = None) -> tuple[dict, dict]:
         """(tensors, metrics): φ after `steps` (default: the configured budget) inner steps
@@ -56,13 +78,7 @@ class TaskClassifier:
         result = adapt({"prompt": self.meta_prompt}, self.classifier.support_loss_fn(episode, inner, seed=0), inner)
         phi = result.adapted_prompt
         protos = prototypes(self.classifier.encoder.encode(list(texts), phi), torch.from_numpy(y), len(names))
-        metrics = {
-            "steps": inner.steps,
-            "support_loss_first": result.losses[0] if result.losses else None,
-            "support_loss_last": result.losses[-1] if result.losses else None,
-            "adapt_seconds": time.perf_counter() - start,
-        }
-        return {"prompt": phi, "prototypes": protos}, metrics
+        return {"prompt": phi, "prototypes": protos}, _metrics(inner, result, start)
 
     def classify(self, requests: list[ClassifyRequest]) -> list[list[dict]]:
         """Per request, per text: the label and the score of every label (softmax over
@@ -83,3 +99,50 @@ class TaskClassifier:
 def _row(labels: tuple[str, ...], probs: list[float]) -> dict:
     best = max(range(len(probs)), key=probs.__getitem__)
     return {"label": labels[best], "score": probs[best], "scores": dict(zip(labels, probs, strict=True))}
+
+
+class TaskAnswerer:
+    """The frozen causal LM (loaded once) and θ from a question-answering checkpoint.
+    `long_context`: a question whose context is over the model's window is refused
+    ("refuse") or read up to the window ("head"); examples are always cut around their answer."""
+
+    def __init__(self, checkpoint: str, inner: InnerConfig, long_context: str = "refuse", threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        self.meta_prompt, _, self.qa = served_model(checkpoint, "qa")
+        self.inner, self.long_context = inner, long_context
+
+    def adapt(self, examples: list[dict], steps: int | None = None) -> tuple[dict, dict]:
+        """(tensors, metrics): φ after `steps` (default: the configured budget) inner steps
+        from θ on the examples ({context, question, answer}, the answer in the context)."""
+        items = tuple(_item(e["context"], e["question"], e["answer"]) for e in examples)
+        inner = self.inner if steps is None else dataclasses.replace(self.inner, steps=steps)
+        start = time.perf_counter()
+        loss_fn = self.qa.support_loss_fn(QAEpisode("", items, ()), inner, seed=0)
+        result = adapt({"prompt": self.meta_prompt}, loss_fn, inner)
+        return {"prompt": result.adapted_prompt}, _metrics(inner, result, start)
+
+    def answer(self, requests: list[AnswerRequest]) -> list[list[str] | ContextTooLong]:
+        """Per request, its answers, or the `ContextTooLong` that refuses it; one batched
+        generation per task."""
+        out: list = [None] * len(requests)
+        for key in dict.fromkeys(r.key for r in requests):
+            members = []
+            for i, r in enumerate(requests):
+                if r.key == key:
+                    try:
+                        for context, question in r.questions:
+                            self.qa.lm.fit_context(_item(context, question), self.long_context)
+                        members.append(i)
+                    except ContextTooLong as err:
+                        out[i] = err
+            items = [_item(c, q) for i in members for c, q in requests[i].questions]
+            answers = self.qa.lm.generate(requests[members[0]].prompt, items, self.long_context) if items else []
+            for i in members:
+                n = len(requests[i].questions)
+                out[i], answers = answers[:n], answers[n:]
+        return out
+
+
+def _item(context: str, question: str, answer: str = "") -> QAItem:
+    start = context.find(answer) if answer else 0
+    return QAItem("", context, question, (answer,), max(start, 0))

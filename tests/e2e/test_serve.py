@@ -15,6 +15,7 @@ import requests
 
 from metaray.config import load_config
 from metaray.data import load_corpus
+from metaray.data.squad import load_squad
 from metaray.distributed.adapter import source_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,9 +33,9 @@ def free_port() -> int:
 class Server:
     """`metaray serve serve/config.yaml` in a subprocess; restartable."""
 
-    def __init__(self, checkpoint: Path, store: Path, log: Path) -> None:
-        self.args = [f"checkpoint={checkpoint}", f"store={store}", "max_examples=40", "max_text_chars=300"]
-        self.args += ["max_texts=16", "adapt.steps=3"]
+    def __init__(self, checkpoints: tuple[Path, Path], store: Path, log: Path) -> None:
+        self.args = [f"checkpoint={checkpoints[0]}", f"store={store}", "max_examples=40", "max_text_chars=300"]
+        self.args += ["max_texts=16", "adapt.steps=3", f"qa_checkpoint={checkpoints[1]}", "qa_adapt.steps=2"]
         self.port, self.log, self.proc = free_port(), log, None
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -77,19 +78,23 @@ def corpus(data_dir):
 
 
 @pytest.fixture(scope="module")
-def server(data_dir, tmp_path_factory):
+def server(data_dir, tiny_lm_dir, tmp_path_factory):
+    """Both models: a classification run, and a question-answering run on a tiny causal LM."""
     tmp = tmp_path_factory.mktemp("serve")
-    run = tmp / "run"
+    runs = (tmp / "run", tmp / "qa-run")
     env = {**os.environ}
     env.pop("RAY_ADDRESS", None)
-    trained = subprocess.run(
-        [sys.executable, "-m", "metaray.cli", "train", "configs/tiny.yaml", "--quiet"]
-        + [f"data.data_dir={data_dir}", f"output.dir={run}", "output.tensorboard=false"]
-        + ["model.prompt_position=first"],  # PEFT's layout: served tasks can be exported
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    srv = Server(run, tmp / "store", tmp / "serve.log")
+    for config, run, extra in [
+        ("configs/tiny.yaml", runs[0], ["model.prompt_position=first"]),  # PEFT's layout: tasks can be exported
+        ("configs/tiny-qa.yaml", runs[1], [f"model.backbone={tiny_lm_dir}", "meta.eval_every=0"]),
+    ]:
+        trained = subprocess.run(
+            [sys.executable, "-m", "metaray.cli", "train", config, "--quiet"]
+            + [f"data.data_dir={data_dir}", f"output.dir={run}", "output.tensorboard=false", *extra],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-3000:]
+    srv = Server(runs, tmp / "store", tmp / "serve.log")
     srv.start()
     yield srv
     srv.stop()
@@ -230,3 +235,32 @@ def test_bounded_load_has_no_failures_and_loses_no_feedback(server, corpus):
         assert time.time() < deadline, "feedback still pending"
         time.sleep(1)
     assert info["examples"] == len(support) + 20
+
+
+def test_question_answering_tasks_answer_refuse_long_contexts_and_take_feedback(server, data_dir):
+    article = load_squad(f"{data_dir}/xquad/xquad.en.json")[0]
+    support = [{"context": q.context, "question": q.question, "answer": q.answers[0]} for q in article.items[:3]]
+    created = server.post("/v1/tasks", {"kind": "qa", "id": "sb50", "examples": support}, headers=AUTH)
+    assert created.status_code == 201, created.text
+    assert created.json()["kind"] == "qa" and created.json()["metrics"]["steps"] == 2
+    short = {"context": "The Broncos beat the Panthers in Super Bowl 50.", "question": "Who beat the Panthers?"}
+    answered = server.post("/v1/tasks/sb50/answer", short)
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["version"] == 1 and isinstance(answered.json()["answer"], str)
+
+    long = server.post("/v1/tasks/sb50/answer", {"context": article.items[0].context, "question": "Who won?"})
+    assert long.status_code == 413 and "max_context_tokens" in long.text and "long_context=head" in long.text
+    bad = {"kind": "qa", "examples": [{"context": "a b c", "question": "which?", "answer": "d"}]}
+    code = server.post("/v1/tasks", bad, headers=AUTH)
+    assert code.status_code == 422 and "span of its context" in code.text
+    assert server.post("/v1/tasks/sb50/classify", {"texts": ["hi"]}).status_code == 409
+    wrong = server.post("/v1/tasks/sb50/feedback", {"examples": [{"text": "hi", "label": "x"}]}, headers=AUTH)
+    assert wrong.status_code == 422 and "answer" in wrong.text
+
+    fix = {**short, "answer": "The Broncos"}
+    assert server.post("/v1/tasks/sb50/feedback", {"examples": [fix]}, headers=AUTH).status_code == 202
+    deadline = time.time() + 120
+    while (info := requests.get(f"{server.url}/v1/tasks/sb50", timeout=10).json())["version"] < 2:
+        assert time.time() < deadline, "QA feedback was not re-adapted"
+        time.sleep(1)
+    assert info["examples"] == 4 and server.post("/v1/tasks/sb50/answer", short).json()["version"] == 2

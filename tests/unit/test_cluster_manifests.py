@@ -66,17 +66,33 @@ SERVE_CONFIGS = {
 def test_serve_configs_pass_serves_schema_and_their_args_load(name):
     from ray.serve.schema import ServeDeploySchema
 
-    from metaray.serving.app import Classifier, api, settings_from
+    from metaray.serving.app import Answerer, Classifier, api, settings_from
 
     config = ServeDeploySchema.model_validate(SERVE_CONFIGS[name])
     (app,) = config.applications
     assert app.import_path == "metaray.serving.app:build_app"
     settings_from(app.args)  # unknown keys or bad values fail here
     names = {d.name for d in app.deployments}
-    assert names == {Classifier.name, api.name}, names
+    assert {Classifier.name, api.name} <= names <= {Classifier.name, Answerer.name, api.name}, names
     classifier = next(d for d in app.deployments if d.name == "Classifier")
     assert classifier.autoscaling_config["max_replicas"] > classifier.autoscaling_config["min_replicas"] >= 1
 
 
 def test_the_local_serve_config_binds_to_loopback():
     assert SERVE_CONFIGS["serve/config.yaml"]["http_options"]["host"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({}, "needs checkpoint .classification. or qa_checkpoint"),
+        ({"qa_checkpoint": "runs/qa", "long_context": "cut"}, "long_context must be one of"),
+        ({"checkpoint": "runs/demo", "qa_adapt": {"stepz": 2}}, "unknown key qa_adapt.stepz"),
+    ],
+)
+def test_serve_settings_that_cannot_work_are_refused(args, message):
+    from metaray.config import ConfigError
+    from metaray.serving.app import settings_from
+
+    with pytest.raises(ConfigError, match=message):
+        settings_from(args)

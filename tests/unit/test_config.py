@@ -82,3 +82,18 @@ def test_sharded_meta_batch_must_divide_among_workers():
 def test_sharded_settings_that_cannot_work_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["kind=qaa"], "kind must be one of"),
+        (["kind=qa"], "'protonet' is a classify baseline, and kind=qa; set eval.methods"),
+        (["kind=qa", "eval.methods=[random]"], "set eval.protocol=episodes"),
+        (["eval.methods=[instruction]"], "'instruction' is a qa baseline, and kind=classify"),
+        (["model.max_context_tokens=4"], "model.max_context_tokens must be >= 8"),
+    ],
+)
+def test_task_kind_and_its_methods_must_agree(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)

@@ -7,11 +7,20 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from metaray.config import ModelConfig
+from metaray.config import ModelConfig, load_config
+from metaray.core import InnerConfig
 from metaray.core.answers import exact_match, f1_score, normalise_answer, squad_scores
-from metaray.data import DataError
+from metaray.data import DataError, QAEpisode, TaskSpec, load_articles, sample_qa_episode
 from metaray.data.squad import QAItem, load_squad, qa_episode, split_articles
-from metaray.models import ContextTooLong, ModelLoadError, PromptedCausalLM, load_causal_lm, resolve_backbone
+from metaray.distributed.adapter import source_config
+from metaray.models import (
+    ContextTooLong,
+    ModelLoadError,
+    PromptedCausalLM,
+    PromptedQA,
+    load_causal_lm,
+    resolve_backbone,
+)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +86,7 @@ def item(context: str, answer: str, question: str = "what is it?") -> QAItem:
 def test_the_loss_reads_the_answer_tokens_only(tiny_lm):
     qa = item("the capital of france is paris .", "paris")
     ids, mask, targets = tiny_lm.answer_batch([qa, item("a b c", "b")], prompt_len=3)
-    answer = tiny_lm._ids(" paris") + [tiny_lm.eos_id]
+    answer = tiny_lm.token_ids(" paris") + [tiny_lm.eos_id]
     kept = targets[0][targets[0] != -100].tolist()
     assert kept == answer
     assert (targets[:, :3] == -100).all() and mask[0, : 3 + len(tiny_lm._question_ids(qa, "answer")) + 2].all()
@@ -92,6 +101,23 @@ def test_the_gradient_reaches_the_prompt_and_not_the_backbone(tiny_lm):
     assert all(torch.equal(before[n], p) for n, p in tiny_lm.model.named_parameters())
 
 
+def test_generation_reads_the_prompt_as_training_does(tiny_lm):
+    """The first generated token is the argmax of the unpadded forward pass that the loss
+    sees, for every row of a left-padded batch: the prompt is attended, not masked."""
+    prompt = torch.randn(3, 32)
+    items = [item("short one here", "one"), item("a rather longer context than the other one", "longer")]
+    tiny_lm.max_answer_tokens = 1
+    try:
+        first = tiny_lm.generate(prompt, items)
+    finally:
+        tiny_lm.max_answer_tokens = 5
+    for qa, token in zip(items, first, strict=True):
+        ids = torch.tensor([tiny_lm._question_ids(qa, "head")])
+        logits = tiny_lm.model(inputs_embeds=tiny_lm._embed(ids, prompt)).logits[0, -1]
+        assert token == tiny_lm._text(logits.argmax()[None])
+    assert tiny_lm.generate(prompt, items) != tiny_lm.generate(prompt * 0, items)
+
+
 def test_batched_generation_equals_one_at_a_time(tiny_lm):
     prompt = torch.randn(3, 32) * 0.1
     items = [item("short one here", "one"), item("a rather longer context than the other one", "longer")]
@@ -103,7 +129,43 @@ def test_long_contexts_are_cut_around_the_answer_or_refused(tiny_lm):
     words = " ".join(f"w{i}" for i in range(60))
     qa = item(words + " target " + words, "target")
     window = tiny_lm.fit_context(qa, "answer")
-    assert "target" in window and len(tiny_lm._ids(window)) <= 24
+    assert "target" in window and len(tiny_lm.token_ids(window)) <= 24
     assert tiny_lm.fit_context(qa, "head").startswith("w0")
     with pytest.raises(ContextTooLong, match="over the limit of 24"):
         tiny_lm.fit_context(qa, "refuse")
+
+
+def test_qa_tasks_visit_every_article_before_repeating(data_dir):
+    cfg = load_config("configs/tiny-qa.yaml", [f"data.data_dir={data_dir}"])
+    articles = load_articles("xquad/train", source_config(cfg))
+    assert len(articles) == 48 - 6 - 10
+    episodes = [sample_qa_episode(TaskSpec("xquad/train", i, 0, 3, 4, 7), articles) for i in range(len(articles) + 1)]
+    assert len({e.title for e in episodes[:-1]}) == len(articles)  # one pass: each article once
+    assert episodes[-1].title == episodes[0].title and episodes[-1].support != episodes[0].support  # a new draw
+    assert episodes[3] == sample_qa_episode(TaskSpec("xquad/train", 3, 0, 3, 4, 7), articles)  # deterministic
+    for e in episodes:
+        assert len(e.support) == 3 and len(e.query) == 4 and not {q.id for q in e.support} & {q.id for q in e.query}
+    held_out = {a.title for f in ("xquad/val", "xquad/test") for a in load_articles(f, source_config(cfg))}
+    assert len(held_out) == 16 and not held_out & {a.title for a in articles}
+
+
+def test_without_a_prompt_the_instruction_takes_its_place(tiny_lm):
+    instructed = PromptedCausalLM(tiny_lm.tokenizer, tiny_lm.model, max_context_tokens=24, instruction="be brief")
+    qa = [item("the capital of france is paris .", "paris")]
+    words = instructed._or_instruction(None)
+    assert words.shape == (len(tiny_lm.token_ids("be brief\n")), 32)
+    assert instructed.loss(None, qa) == pytest.approx(float(tiny_lm.loss(words, qa)))
+    assert tiny_lm._or_instruction(None) is None  # no instruction: no prompt at all
+
+
+def test_the_support_loss_draws_inner_batches_of_batch_shots(tiny_lm):
+    support = tuple(item(f"word{i} is here .", f"word{i}") for i in range(5))
+    episode = QAEpisode("t", support, support[:1])
+    qa, prompt = PromptedQA(tiny_lm), torch.randn(3, 32) * 0.1
+    loss = qa.support_loss_fn(episode, InnerConfig(batch_shots=2), seed=3)
+    losses = [float(loss({"prompt": prompt}, step)) for step in range(6)]
+    pairs = [float(tiny_lm.loss(prompt, [a, b])) for i, a in enumerate(support) for b in support[i + 1 :]]
+    assert all(min(abs(v - p) for p in pairs) < 1e-5 for v in losses)  # every step: 2 of the 5 questions
+    assert len({round(v, 5) for v in losses}) > 1  # a fresh draw per step
+    full = qa.support_loss_fn(episode, InnerConfig(batch_shots=0), seed=3)
+    assert float(full({"prompt": prompt}, 0)) == pytest.approx(float(tiny_lm.loss(prompt, list(support))))

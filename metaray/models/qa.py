@@ -1,0 +1,62 @@
+"""Prompted question answering: the losses and scores meta-learning needs of a causal LM.
+
+The same four methods as `PromptedClassifier` (`init_prompt`, `support_loss_fn`,
+`query_loss`, `score`) over a `QAEpisode`, so the adapter, the driver, evaluation and
+Tune run question answering through the interfaces they use for classification.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from metaray.config import PromptConfig
+from metaray.core import InnerConfig
+from metaray.core.adapt import LossFn
+from metaray.core.answers import squad_scores
+from metaray.core.prompt import initial_prompt
+from metaray.data.squad import QAEpisode
+from metaray.models.causal_lm import PromptedCausalLM
+
+QA_METRICS = ("em", "f1")
+
+
+class PromptedQA:
+    """Answer-token cross-entropy for training; SQuAD exact match and F1 (%) of greedy
+    answers for scoring. Without a prompt, the model reads the hand-written instruction
+    (`model.instruction`): the discrete-prompt baseline."""
+
+    def __init__(self, lm: PromptedCausalLM) -> None:
+        self.lm = lm
+
+    def init_prompt(self, cfg: PromptConfig) -> torch.Tensor:
+        """θ₀, shape (P, D), per `prompt.init` ("text": the embeddings of `prompt.text`)."""
+        table = self.lm.embedding.weight.detach().float().cpu()
+        return initial_prompt(cfg.init, cfg.length, table, self.lm.token_ids(cfg.text), cfg.seed)
+
+    def support_loss_fn(self, episode: QAEpisode, inner: InnerConfig, seed: int) -> LossFn:
+        """Answer cross-entropy on at most `inner.batch_shots` support questions (0: all),
+        drawn afresh at each step from (seed, step)."""
+        support = episode.support
+
+        def loss(params: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+            rows = np.arange(len(support))
+            if inner.batch_shots and len(support) > inner.batch_shots:
+                rows = np.sort(np.random.default_rng([seed, step]).choice(rows, inner.batch_shots, replace=False))
+            return self.lm.loss(params["prompt"], [support[i] for i in rows])
+
+        return loss
+
+    def query_loss(self, prompt: torch.Tensor, episode: QAEpisode) -> torch.Tensor:
+        """Answer cross-entropy on the query questions under `prompt` (one forward pass)."""
+        return self.lm.loss(prompt, list(episode.query))
+
+    def score(
+        self, prompt: torch.Tensor | None, episode: QAEpisode, heads=QA_METRICS
+    ) -> tuple[dict[str, float], float]:
+        """EM and F1 (%) of the greedy answers to the query questions, and 0 seconds of
+        support-side work (a QA task needs nothing beyond its inner loop)."""
+        answers = self.lm.generate(prompt, list(episode.query))
+        scores = squad_scores(answers, [q.answers for q in episode.query])
+        named = {"em": scores["exact_match"], "f1": scores["f1"]}
+        return {head: named[head] for head in heads}, 0.0
