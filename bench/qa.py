@@ -2,6 +2,8 @@
 
     python bench/qa.py                   # the whole protocol (~30 min on 2 cores)
     python bench/qa.py --skip-train      # evaluation only, reusing runs/qa-* checkpoints
+    python bench/qa.py --skip-train --out qa-val-lr0.03.json eval.target=xquad/val eval.episodes=6 \
+        eval.inner.lr=0.03 "eval.methods=[random,reptile]"     # choosing the budget's lr on meta-val
 
 1. meta-train a prompt on the meta-train articles with multitask, Reptile and
    first-order MAML (configs/qa.yaml; each algorithm its own run, runs/qa-NAME);
@@ -16,6 +18,7 @@ Prints the table and the targets (the best meta-learned init, after 8 steps, at 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -57,10 +60,13 @@ def targets(methods: dict, steps: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--out", default="qa.json", help="file name under bench/results/")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
     args = parser.parse_args()
     command = "python " + shlex.join(sys.argv)
-    out: dict = {"training": {}}
+    path = ROOT / "bench" / "results" / args.out
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    out: dict = {"training": previous.get("training", {}) if args.skip_train else {}}
     ray.init(num_cpus=2, include_dashboard=False)
     runs = {name: f"runs/qa-{name}" for name in ALGORITHMS}
     for name, extra in ALGORITHMS.items():
@@ -77,9 +83,10 @@ def main() -> None:
     result = evaluate(cfg)
     out["evaluation"] = {**result, "seconds": time.perf_counter() - start}
     (setting,) = result["settings"]
-    out["targets"] = targets(result["settings"][setting], str(max(cfg.eval.steps)))
-    print(f"\n## {setting}\n{format_table(result)}\n\ntargets: {out['targets']}", flush=True)
-    write_result(out, ROOT / "bench" / "results" / "qa.json", command)
+    if {"instruction", "random", *META_LEARNED} <= set(cfg.eval.methods):
+        out["targets"] = targets(result["settings"][setting], str(max(cfg.eval.steps)))
+    print(f"\n## {setting}\n{format_table(result)}\n\ntargets: {out.get('targets')}", flush=True)
+    write_result(out, path, command)
 
 
 if __name__ == "__main__":

@@ -287,7 +287,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         check_texts(self.settings, [body.question], "question")
         handle = self._model("qa").options(multiplexed_model_id=f"{task_id}@{meta['version']}")
         try:
-            (result,) = await handle.answer.remote([(body.context, body.question)])
+            result = await handle.answer.remote([(body.context, body.question)])  # its answers, or its refusal
         except (TaskNotFound, CorruptTask) as err:
             raise task_error(err) from err
         if isinstance(result, ContextTooLong):
