@@ -16,9 +16,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def tiny(data_dir, tmp_path_factory):
-    def make(*overrides):
+    def make(*overrides, config="configs/tiny.yaml"):
         out = tmp_path_factory.mktemp("run")
-        return load_config("configs/tiny.yaml", [f"data.data_dir={data_dir}", f"output.dir={out}", *overrides])
+        return load_config(config, [f"data.data_dir={data_dir}", f"output.dir={out}", *overrides])
 
     return make
 
@@ -41,9 +41,12 @@ def test_two_actors_on_local_ray_train_checkpoint_and_reload(tiny, ray_local):
     assert [m["round"] for m in lines] == [1, 2] and "meta_val_acc" in lines[-1]
 
 
-def test_ray_and_local_runners_give_the_same_theta(tiny, ray_local):
-    """Tasks are deterministic from their specs, so where they run must not matter."""
-    cfg = tiny("meta.eval_every=0")
+@pytest.mark.parametrize("kind", ["classify", "qa"])
+def test_ray_and_local_runners_give_the_same_theta(kind, tiny, tiny_lm_dir, ray_local):
+    """Tasks are deterministic from their specs, so where they run must not matter; for
+    question answering too (a tiny random causal LM on XQuAD articles)."""
+    qa = ["configs/tiny-qa.yaml", f"model.backbone={tiny_lm_dir}"] if kind == "qa" else []
+    cfg = tiny("meta.eval_every=0", *qa[1:], config=qa[0] if qa else "configs/tiny.yaml")
     thetas = []
     for runner in (LocalRunner(cfg), RayRunner(cfg)):
         try:
@@ -53,6 +56,7 @@ def test_ray_and_local_runners_give_the_same_theta(tiny, ray_local):
         finally:
             runner.shutdown()
     torch.testing.assert_close(thetas[0], thetas[1], rtol=0, atol=1e-6)
+    assert not torch.equal(thetas[0], LocalRunner(cfg).init_prompt()), "θ did not move"
 
 
 def test_prompt_changes_embeddings_and_gets_gradients(tiny):

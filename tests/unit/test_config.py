@@ -77,16 +77,7 @@ def test_sharded_meta_batch_must_divide_among_workers():
         (["sharded.enabled=true", "meta.round_deadline_s=5"], "lockstep"),
         (["sharded.offload_params=true"], "use_gpu"),
         (["sharded.dtype=fp16"], "fp32"),
-    ],
-)
-def test_sharded_settings_that_cannot_work_are_refused(overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        load_config(None, overrides)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
+        # the task kind and its methods must agree
         (["kind=qaa"], "kind must be one of"),
         (["kind=qa"], "'protonet' is a classify baseline, and kind=qa; set eval.methods"),
         (["kind=qa", "eval.methods=[random]"], "set eval.protocol=episodes"),
@@ -94,6 +85,6 @@ def test_sharded_settings_that_cannot_work_are_refused(overrides, message):
         (["model.max_context_tokens=4"], "model.max_context_tokens must be >= 8"),
     ],
 )
-def test_task_kind_and_its_methods_must_agree(overrides, message):
+def test_settings_that_cannot_work_together_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
