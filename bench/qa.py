@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 import ray
+from meta_runs import checkpoints_override, train_each
 
 from metaray.config import load_config
-from metaray.distributed import train
 from metaray.eval import evaluate, format_table, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,17 +68,9 @@ def main() -> None:
     previous = json.loads(path.read_text()) if path.is_file() else {}
     out: dict = {"training": previous.get("training", {}) if args.skip_train else {}}
     ray.init(num_cpus=2, include_dashboard=False)
-    runs = {name: f"runs/qa-{name}" for name in ALGORITHMS}
-    for name, extra in ALGORITHMS.items():
-        if args.skip_train:
-            continue
-        cfg = load_config(CONFIG, [*extra, f"output.dir={runs[name]}", *args.overrides])
-        start = time.perf_counter()
-        summary = train(cfg)
-        out["training"][name] = {**summary, "seconds": time.perf_counter() - start, "overrides": extra}
-        print(f"[train] {name}: {out['training'][name]}", flush=True)
-    checkpoints = "{" + ", ".join(f"{name}: {run}" for name, run in runs.items()) + "}"
-    cfg = load_config(CONFIG, [f"eval.checkpoints={checkpoints}", *args.overrides])
+    if not args.skip_train:
+        out["training"] = train_each(CONFIG, ALGORITHMS, "qa", args.overrides)
+    cfg = load_config(CONFIG, [checkpoints_override("qa", ALGORITHMS), *args.overrides])
     start = time.perf_counter()
     result = evaluate(cfg)
     out["evaluation"] = {**result, "seconds": time.perf_counter() - start}

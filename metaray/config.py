@@ -23,10 +23,29 @@ from metaray.core.prompt import PROMPT_INITS
 from metaray.storage import is_uri, local_copy
 
 DATA_DIR_ENV = "METARAY_DATA_DIR"
-EVAL_METHODS = ("protonet", "linear_probe", "instruction", "random", "text", "vocab", "multitask", "reptile", "fomaml")
-KINDS = ("classify", "qa")  # intent classification with an encoder | question answering with a causal LM
-# Baselines without a soft prompt, and the task kind each belongs to.
-NO_PROMPT_KIND = {"protonet": "classify", "linear_probe": "classify", "instruction": "qa"}
+EVAL_METHODS = (
+    "protonet",
+    "linear_probe",
+    "instruction",
+    "finetune",
+    "random",
+    "text",
+    "vocab",
+    "multitask",
+    "reptile",
+    "fomaml",
+)
+# intent classification with an encoder | question answering with a causal LM | images with a CNN
+KINDS = ("classify", "qa", "image")
+TEXT_INITS = ("text", "vocab")  # prompt inits from a vocabulary: not for images
+# Methods that apply to some task kinds only (the rest apply to every kind).
+METHOD_KINDS = {
+    "protonet": ("classify", "image"),
+    "linear_probe": ("classify", "image"),
+    "instruction": ("qa",),
+    "finetune": ("image",),
+    **{init: ("classify", "qa") for init in TEXT_INITS},
+}
 
 
 class ConfigError(ValueError):
@@ -50,6 +69,8 @@ class ModelConfig:
     max_context_tokens: int = 192  # longer contexts: a window around the answer (training), their head (eval)
     max_answer_tokens: int = 16  # generation limit (answers also stop at the end token or a new line)
     instruction: str = "Answer the question with a short phrase copied from the context."  # the no-prompt baseline
+    # images (kind: image): the drawing, resized, inside a frame of prompt.length learnable pixels
+    image_size: int = 84  # the backbone's input side, frame included
 
     def __post_init__(self) -> None:
         _check(
@@ -81,6 +102,8 @@ class DataConfig:
     clinc150_test_domains: tuple[str, ...] = ("travel", "kitchen_and_dining")
     xquad_val_articles: int = 6  # XQuAD-en articles held out as xquad/val (kind: qa)
     xquad_test_articles: int = 10  # and as xquad/test; the rest are xquad/train
+    omniglot_val_alphabets: tuple[str, ...] = ("Early_Aramaic",)  # omniglot/val (kind: image)
+    omniglot_test_alphabets: tuple[str, ...] = ("Korean", "Sanskrit", "Tagalog")  # omniglot/test; the rest train
     n_way: int = 5
     k_shot: int = 5
     q_query: int = 5
@@ -155,6 +178,7 @@ class EvalConfig:
     inner: InnerConfig = field(default_factory=lambda: InnerConfig(steps=80, lr=1e-2, batch_ways=16))
     methods: tuple[str, ...] = ("protonet", "linear_probe", "random", "text", "reptile")
     checkpoints: dict[str, str] = field(default_factory=dict)  # method -> checkpoint dir or file
+    finetune_lr: float = 0.01  # kind: image; the finetune baseline's SGD (momentum 0.9) learning rate
     seed: int = 1234
 
     def __post_init__(self) -> None:
@@ -242,15 +266,19 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         _check(self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}")
         for method in self.eval.methods:
-            other = NO_PROMPT_KIND.get(method, self.kind)
+            kinds = METHOD_KINDS.get(method, KINDS)
             _check(
-                other == self.kind,
-                f"eval.methods: {method!r} is a {other} baseline, and kind={self.kind}; set eval.methods "
-                "(configs/qa.yaml and configs/tiny-qa.yaml are question-answering presets)",
+                self.kind in kinds,
+                f"eval.methods: {method!r} is a {'/'.join(kinds)} method, and kind={self.kind}; set eval.methods "
+                "(configs/qa.yaml and configs/omniglot.yaml are presets for the other kinds)",
             )
         _check(
-            self.kind != "qa" or self.eval.protocol == "episodes",
-            "kind=qa evaluates episodes (one per held-out article and draw); set eval.protocol=episodes",
+            self.kind != "image" or self.prompt.init not in TEXT_INITS,
+            f"kind=image: a visual prompt has no vocabulary; set prompt.init=random, not {self.prompt.init!r}",
+        )
+        _check(
+            self.kind == "classify" or self.eval.protocol == "episodes",
+            f"kind={self.kind} evaluates episodes; set eval.protocol=episodes",
         )
         _check(
             not (self.ray.local and self.meta.round_deadline_s),
@@ -269,6 +297,7 @@ class ExperimentConfig:
             f"use a multiple of {w}, e.g. meta.meta_batch_size={b + w - b % w}",
         )
         _check(not self.ray.local, "sharded.enabled and ray.local are two different modes; set one")
+        _check(self.kind != "image", "sharded mode partitions Hugging Face backbones; kind=image runs on actors")
         _check(
             not self.meta.round_deadline_s,
             "meta.round_deadline_s drops straggling tasks, which sharded mode cannot (its ranks run in lockstep)",

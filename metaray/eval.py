@@ -9,6 +9,7 @@ F1 (`f1`), a task being one held-out article.
 
 Methods: protonet and linear_probe (classification: frozen backbone, no prompt);
 instruction (qa: a hand-written instruction in place of the prompt, no tuning);
+finetune (images: every backbone weight and a new linear layer, SGD with momentum);
 random / text / vocab (prompt tuning from that init); multitask, reptile, fomaml (an
 init read from a meta-training checkpoint named in `eval.checkpoints`).
 """
@@ -36,6 +37,7 @@ from metaray.models import KIND_METRICS, QA_METRICS, check_for
 from metaray.storage import write_text
 
 NO_PROMPT = {"protonet": ("proto",), "linear_probe": ("probe",), "instruction": QA_METRICS}
+OWN_METHODS = ("finetune",)  # baselines the adapter runs itself (its unit's init is the name)
 INIT_METHODS = ("random", "text", "vocab")
 CHECKPOINT_METHODS = ("multitask", "reptile", "fomaml")
 
@@ -121,7 +123,8 @@ def _run_setting(runner: Runner, ev: EvalConfig, specs: list[TaskSpec], inits: d
     The no-prompt baselines share one unprompted pass per task."""
     prompted = [m for m in ev.methods if m not in NO_PROMPT]
     plain = [m for m in ev.methods if m in NO_PROMPT]
-    units = [(inits[m], s) for m in prompted for s in specs] + [(None, s) for s in specs if plain]
+    units = [(m if m in OWN_METHODS else inits[m], s) for m in prompted for s in specs]
+    units += [(None, s) for s in specs if plain]
     results = runner.evaluate(units, ev.steps, ev.inner, heads)
     n = len(specs)
     rows = {m: _method_rows(results[i * n : (i + 1) * n], heads) for i, m in enumerate(prompted)}

@@ -1,7 +1,7 @@
 """Real data sets -> task families -> deterministic episodes from (seed, index)."""
 
 from metaray.data.episodes import Episode, TaskSampler, TaskSpec, check_feasible, sample_episode
-from metaray.data.sources import FAMILIES, Corpus, DataError, SourceConfig, load_corpus
+from metaray.data.sources import FAMILIES, IMAGE_FAMILIES, Corpus, DataError, SourceConfig, load_corpus
 from metaray.data.squad import (
     QA_FAMILIES,
     Article,
@@ -14,6 +14,7 @@ from metaray.data.squad import (
 
 __all__ = [
     "FAMILIES",
+    "IMAGE_FAMILIES",
     "QA_FAMILIES",
     "Article",
     "QAEpisode",

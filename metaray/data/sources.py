@@ -18,6 +18,7 @@ import datasets
 import numpy as np
 
 FAMILIES = ("clinc150/train", "clinc150/val", "clinc150/test", "snips", "banking77", "banking77/train")
+IMAGE_FAMILIES = ("omniglot/train", "omniglot/val", "omniglot/test")  # kind: image
 
 
 class DataError(ValueError):
@@ -48,6 +49,8 @@ class SourceConfig:
     clinc150_test_domains: tuple[str, ...]
     xquad_val_articles: int = 6  # XQuAD-en articles held out for meta-validation
     xquad_test_articles: int = 10  # and for meta-test
+    omniglot_val_alphabets: tuple[str, ...] = ("Early_Aramaic",)
+    omniglot_test_alphabets: tuple[str, ...] = ("Korean", "Sanskrit", "Tagalog")
 
 
 def readable_label(name: str) -> str:
@@ -135,4 +138,8 @@ def load_corpus(name: str, src: SourceConfig) -> Corpus:
         return _banking77(src, "test")
     if name == "banking77/train":
         return _banking77(src, "train")
+    if name in IMAGE_FAMILIES:
+        from metaray.data.omniglot import omniglot_corpus  # imports this module
+
+        return omniglot_corpus(src, name.split("/", 1)[1])
     raise DataError(f"unknown task family {name!r}; valid: {', '.join(FAMILIES)}")

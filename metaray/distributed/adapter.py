@@ -26,9 +26,11 @@ from metaray.data import (
     sample_episode,
     sample_qa_episode,
 )
+from metaray.data.omniglot import omniglot_pixels
 from metaray.distributed.memory import process_memory
 from metaray.models import HEADS, SharedBackbone, load_for, prompted_model
 from metaray.models.backbone import backbone_config, import_backbone, import_model_code
+from metaray.models.finetune import finetune_scores
 
 
 @dataclass
@@ -68,6 +70,8 @@ def source_config(cfg: ExperimentConfig) -> SourceConfig:
         clinc150_test_domains=cfg.data.clinc150_test_domains,
         xquad_val_articles=cfg.data.xquad_val_articles,
         xquad_test_articles=cfg.data.xquad_test_articles,
+        omniglot_val_alphabets=cfg.data.omniglot_val_alphabets,
+        omniglot_test_alphabets=cfg.data.omniglot_test_alphabets,
     )
 
 
@@ -86,7 +90,8 @@ class TaskAdapter:
         self.cfg = cfg
         self.sources = source_config(cfg)
         if loaded is None:
-            import_model_code(backbone.config if backbone is not None else backbone_config(cfg.model))
+            if cfg.kind != "image":  # a Hugging Face backbone
+                import_model_code(backbone.config if backbone is not None else backbone_config(cfg.model))
             self.memory_log = {"before_backbone": process_memory()}
             tokenizer, model = import_backbone(backbone) if backbone is not None else load_for(cfg.kind, cfg.model)
             if torch.cuda.is_available():
@@ -96,7 +101,10 @@ class TaskAdapter:
             tokenizer, model = loaded
             self.memory_log = {}
         self.backbone = model
-        self.prompted = prompted_model(cfg.kind, cfg.model, tokenizer, model, lockstep=cfg.sharded.enabled)
+        data_dir = self.sources.data_dir
+        self.prompted = prompted_model(
+            cfg, tokenizer, model, lockstep=cfg.sharded.enabled, pixels=lambda ids: omniglot_pixels(ids, data_dir)
+        )
 
     def memory(self) -> dict[str, dict[str, float]]:
         """This process's memory (MiB) before and after loading the backbone, and now."""
@@ -139,11 +147,17 @@ class TaskAdapter:
         return TaskResult(grad, support_loss, loss, spec)
 
     def evaluate(
-        self, init: torch.Tensor | None, spec: TaskSpec, steps: tuple[int, ...], inner: InnerConfig, heads=HEADS
+        self, init: torch.Tensor | str | None, spec: TaskSpec, steps: tuple[int, ...], inner: InnerConfig, heads=HEADS
     ) -> EvalResult:
         """Adapt from `init` with budget max(steps) on the support set; score the query
-        set after each budget in `steps`. `init=None`: no prompt, no adaptation."""
+        set after each budget in `steps`. `init=None`: no prompt, no adaptation;
+        "finetune": the whole backbone and a new linear layer (images)."""
         episode = self.episode(spec)
+        if isinstance(init, str):  # "finetune", the only baseline an adapter runs itself
+            start = time.perf_counter()
+            lr, scale = self.cfg.eval.finetune_lr, self.cfg.model.scale
+            scores = finetune_scores(self.prompted.encoder, episode, steps, lr, scale)
+            return EvalResult(spec, scores, time.perf_counter() - start)
         if init is None:
             scores, support_seconds = self.prompted.score(None, episode, heads)
             return EvalResult(spec, {0: scores}, support_seconds)

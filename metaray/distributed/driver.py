@@ -17,7 +17,16 @@ from tqdm.auto import tqdm
 
 from metaray.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from metaray.config import ConfigError, ExperimentConfig, build, to_dict
-from metaray.data import QA_FAMILIES, TaskSampler, TaskSpec, check_articles, check_feasible, load_articles, load_corpus
+from metaray.data import (
+    IMAGE_FAMILIES,
+    QA_FAMILIES,
+    TaskSampler,
+    TaskSpec,
+    check_articles,
+    check_feasible,
+    load_articles,
+    load_corpus,
+)
 from metaray.distributed.adapter import source_config
 from metaray.distributed.runners import Runner, make_runner
 from metaray.distributed.zero import check_deepspeed
@@ -40,6 +49,9 @@ def family_size(cfg: ExperimentConfig, family: str, k_shot: int, needed: int, sa
         return len(articles)
     if family in QA_FAMILIES:
         raise ConfigError(f"{family!r} is a question-answering family; set kind=qa (or pick a classification family)")
+    if (family in IMAGE_FAMILIES) != (cfg.kind == "image"):
+        what = "an image" if family in IMAGE_FAMILIES else "a text"
+        raise ConfigError(f"{family!r} is {what} family, and kind={cfg.kind}; set kind or pick a family of that kind")
     corpus = load_corpus(family, sources)
     check_feasible(corpus, cfg.data.n_way, needed, same_group)
     return len(corpus.label_names)

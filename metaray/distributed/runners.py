@@ -126,7 +126,8 @@ class RayRunner:
         connect(cfg.ray)
         self.cfg = cfg
         r = cfg.ray
-        self.backbone_ref = ray.put(export_backbone(*load_for(cfg.kind, cfg.model))) if r.shared_backbone else None
+        shares = r.shared_backbone and cfg.kind != "image"  # sharing rebuilds Hugging Face models only
+        self.backbone_ref = ray.put(export_backbone(*load_for(cfg.kind, cfg.model))) if shares else None
         # A dead adapter is restarted and its pending tasks re-run; tasks are pure functions
         # of (θ, spec), so the round's result does not change.
         adapter_cls = ray.remote(TaskAdapter).options(

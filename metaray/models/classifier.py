@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from metaray.config import PromptConfig
 from metaray.core import InnerConfig, cosine_logits, fit_linear_probe, leave_one_out_loss, prototypes
 from metaray.core.adapt import LossFn
-from metaray.core.prompt import initial_prompt
 from metaray.data import Episode
 from metaray.models.encoder import PromptedEncoder
 
@@ -23,7 +22,8 @@ HEADS = ("proto", "probe")
 
 
 class PromptedClassifier:
-    """Prototype (or linear-probe) classification of prompted sentence embeddings."""
+    """Prototype (or linear-probe) classification of prompted embeddings: of sentences
+    (`PromptedEncoder`) or of images (`PromptedVisionEncoder`)."""
 
     def __init__(self, encoder: PromptedEncoder) -> None:
         self.encoder = encoder
@@ -31,8 +31,7 @@ class PromptedClassifier:
 
     def init_prompt(self, cfg: PromptConfig) -> torch.Tensor:
         """θ₀, shape (P, D), per `prompt.init`."""
-        table = self.encoder.embedding_table.detach().cpu()
-        return initial_prompt(cfg.init, cfg.length, table, self.encoder.token_ids(cfg.text), cfg.seed)
+        return self.encoder.init_prompt(cfg)
 
     def support_loss_fn(self, episode: Episode, inner: InnerConfig, seed: int) -> LossFn:
         """Leave-one-out prototypical loss on an inner mini-episode of at most

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from metaray.config import ModelConfig
+from metaray.config import ModelConfig, PromptConfig
+from metaray.core.prompt import initial_prompt
 from metaray.models.backbone import load_backbone
 
 
@@ -38,6 +39,11 @@ class PromptedEncoder:
 
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def init_prompt(self, cfg: PromptConfig) -> torch.Tensor:
+        """θ₀, shape (P, D), per `prompt.init`."""
+        table = self.embedding_table.detach().cpu()
+        return initial_prompt(cfg.init, cfg.length, table, self.token_ids(cfg.text), cfg.seed)
 
     def embed(self, texts: list[str] | tuple[str, ...], prompt: torch.Tensor | None) -> torch.Tensor:
         """(B, D) normalised embeddings; differentiable in `prompt` (P, D)."""

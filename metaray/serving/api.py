@@ -20,7 +20,7 @@ from fastapi import FastAPI, Header, HTTPException, Response
 from ray import serve
 
 from metaray.models import ContextTooLong
-from metaray.serving.checks import check_examples, check_texts, task_error, too_large, unprocessable
+from metaray.serving.checks import check_examples, check_inputs, check_texts, task_error, too_large, unprocessable
 from metaray.serving.schemas import (
     AnswerBody,
     AnswerResult,
@@ -36,16 +36,18 @@ from metaray.serving.store import CorruptTask, TaskExists, TaskNotFound, TaskSto
 
 log = logging.getLogger("ray.serve")
 app = FastAPI(title="metaray", version="1", description="Few-shot tasks on a meta-learned soft prompt.")
-MODEL_SETTING = {"classify": "checkpoint", "qa": "qa_checkpoint"}
+MODEL_SETTING = {"classify": "checkpoint", "qa": "qa_checkpoint", "image": "image_checkpoint"}
+INPUT = {"classify": "text", "image": "image"}  # what a classifier's examples and requests carry, per kind
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
 @serve.ingress(app)
 class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
-    def __init__(self, settings, classifier, answerer) -> None:
+    def __init__(self, settings, classifier, answerer, image_classifier) -> None:
         self.settings = settings
         self.store = TaskStore(settings.store)
-        self.models = {"classify": classifier, "qa": answerer}  # None: no checkpoint for that kind
+        # None: no checkpoint for that kind
+        self.models = {"classify": classifier, "qa": answerer, "image": image_classifier}
         self.token = os.environ.get(settings.token_env, "")
         self.readapting: dict[str, asyncio.Task] = {}
         self.recovered = 0.0  # when tasks with pending feedback were last looked for
@@ -85,8 +87,8 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         """φ (and, for classification, prototypes) from the examples, on the kind's model."""
         if kind == "qa":
             return await self._model("qa").adapt.remote(examples, steps)
-        texts, labels = [e["text"] for e in examples], [e["label"] for e in examples]
-        return await self._model("classify").adapt.remote(texts, labels, steps)
+        inputs, labels = [e[INPUT[kind]] for e in examples], [e["label"] for e in examples]
+        return await self._model(kind).adapt.remote(inputs, labels, steps)
 
     def _recover(self, every_s: float | None = None) -> None:
         """Re-adapt tasks whose feedback arrived but was never adapted: once per replica at
@@ -175,7 +177,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
             raise HTTPException(409, f"task {task_id!r} already exists") from err
         try:
             tensors, metrics = await self._adapt(body.kind, examples, steps)
-            labels = sorted({e["label"] for e in examples}) if body.kind == "classify" else []
+            labels = sorted({e["label"] for e in examples}) if body.kind in INPUT else []
             meta = {"kind": body.kind, "labels": labels, "examples": examples}
             self.store.write_version(task_id, 1, tensors, {**meta, "metrics": metrics, "feedback": []})
         except BaseException:
@@ -215,39 +217,44 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
     @app.post("/v1/tasks/{task_id}/classify")
     async def classify(self, task_id: str, body: ClassifyBody) -> ClassifyResult:
         meta = self._meta(task_id)
-        if meta["kind"] != "classify":
-            raise HTTPException(409, f"task {task_id!r} is a {meta['kind']} task; use /answer")
-        self._model("classify")
-        too_large("texts", len(body.texts), self.settings.max_texts)
-        check_texts(self.settings, body.texts, "texts")
-        predictions = await self._classify_batch((f"{task_id}@{meta['version']}", body.texts))
+        kind = meta["kind"]
+        if kind not in INPUT:
+            raise HTTPException(409, f"task {task_id!r} is a {kind} task; use /answer")
+        self._model(kind)
+        field = f"{INPUT[kind]}s"
+        items = getattr(body, field)
+        if items is None:
+            raise unprocessable([field], f"task {task_id!r} is a {kind} task: send {field}")
+        too_large(field, len(items), self.settings.max_texts)
+        check_inputs(self.settings, kind, items, field)
+        predictions = await self._classify_batch((kind, f"{task_id}@{meta['version']}", items))
         if isinstance(predictions, (TaskNotFound, CorruptTask)):  # deleted meanwhile, or unreadable
             raise task_error(predictions)
         return ClassifyResult(id=task_id, version=meta["version"], predictions=predictions)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
-    async def _classify_batch(self, calls: list[tuple[str, list[str]]]) -> list:
+    async def _classify_batch(self, calls: list[tuple[str, str, list[str]]]) -> list:
         """Concurrent classify requests become one classifier call per task: the
         per-request work stays here, off the replica that runs the forward pass. Several
         batches are in flight, so the classifier never waits for the next one (one at a
         time halved the throughput). A task that fails answers its own requests with the
         error, not the others'."""
-        by_key: dict[str, list[int]] = {}
-        for i, (key, _) in enumerate(calls):
-            by_key.setdefault(key, []).append(i)
+        by_key: dict[tuple[str, str], list[int]] = {}
+        for i, (kind, key, _) in enumerate(calls):
+            by_key.setdefault((kind, key), []).append(i)
         out: list = [None] * len(calls)
 
-        async def one(key: str, members: list[int]) -> None:
-            handle = self.models["classify"].options(multiplexed_model_id=key)
+        async def one(kind_key: tuple[str, str], members: list[int]) -> None:
+            handle = self.models[kind_key[0]].options(multiplexed_model_id=kind_key[1])
             try:
-                rows = await handle.classify.remote([t for i in members for t in calls[i][1]])
+                rows = await handle.classify.remote([t for i in members for t in calls[i][2]])
             except (TaskNotFound, CorruptTask) as err:
                 cause = getattr(err, "cause", err)  # the replica's own exception, without Ray's traceback
                 for i in members:
                     out[i] = cause
                 return
             for i in members:
-                out[i], rows = rows[: len(calls[i][1])], rows[len(calls[i][1]) :]
+                out[i], rows = rows[: len(calls[i][2])], rows[len(calls[i][2]) :]
 
         await asyncio.gather(*(one(key, members) for key, members in by_key.items()))
         return out
@@ -259,12 +266,13 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         self._authorise(authorization)
         meta = self._meta(task_id)
         examples = [e.model_dump() for e in body.examples]
-        fields = {"classify": {"text", "label"}, "qa": {"context", "question", "answer"}}[meta["kind"]]
+        fields = {"classify": {"text", "label"}, "image": {"image", "label"}, "qa": {"context", "question", "answer"}}
+        fields = fields[meta["kind"]]
         if set(examples[0]) != fields:
             raise unprocessable(["examples"], f"a {meta['kind']} task's examples have the fields {sorted(fields)}")
         labels = set(meta.get("labels", []))
         for i, example in enumerate(examples):
-            if meta["kind"] == "classify" and example["label"] not in labels:
+            if meta["kind"] in INPUT and example["label"] not in labels:
                 msg = f"unknown label {example['label']!r}; task {task_id!r} has {sorted(labels)}"
                 raise unprocessable(["examples", i, "label"], msg)
         total = len(meta["examples"]) + sum(map(len, self._pending(task_id, meta).values())) + len(examples)

@@ -5,7 +5,10 @@
                                                 requests batched (serve.batch)
                                 --adapt-->      Answerer: frozen causal LM once per replica,
                                 --answer-->     the same multiplexing and batching
-    Each model is deployed when its checkpoint is given (`checkpoint`, `qa_checkpoint`);
+                                --classify-->   ImageClassifier: the Classifier over a frozen
+                                                CNN and base64 images (kind: image)
+    Each model is deployed when its checkpoint is given (`checkpoint`, `qa_checkpoint`,
+    `image_checkpoint`);
     a task of a kind this server has no model for is a 501 naming the setting.
 
 Tasks live in the `TaskStore` (a folder), so any replica serves any task and tasks
@@ -36,6 +39,7 @@ class ServeSettings:
 
     checkpoint: str = ""  # classification run folder (its latest checkpoint) or checkpoint file / URI
     qa_checkpoint: str = ""  # question-answering run (kind: qa), for `kind: qa` tasks and /answer
+    image_checkpoint: str = ""  # image run (kind: image), for `kind: image` tasks
     store: str = "runs/serve-tasks"  # task store folder (shared by every replica)
     # the budget per task: 2 steps on mini-episodes of 2 examples per class keep a 10-way
     # 5-shot task under 3 s on one CPU (bench/serve); a request may ask for fewer steps
@@ -53,10 +57,13 @@ class ServeSettings:
     long_context: str = "refuse"  # a context over the model's window: refuse (413) | head (read its first tokens)
     max_context_chars: int = 20000  # per QA context: longer is a 413
     max_answer_batch: int = 8  # /answer requests batched into one generation pass
+    max_image_bytes: int = 1_000_000  # per image (base64-decoded): larger is a 413
 
     def __post_init__(self) -> None:
-        if not (self.checkpoint or self.qa_checkpoint):
-            raise ConfigError("serving needs checkpoint (classification) or qa_checkpoint (question answering)")
+        if not (self.checkpoint or self.qa_checkpoint or self.image_checkpoint):
+            raise ConfigError(
+                "serving needs checkpoint (classification), qa_checkpoint (question answering) or image_checkpoint"
+            )
         if self.long_context not in LONG_CONTEXT:
             raise ConfigError(f"long_context must be one of {LONG_CONTEXT}, got {self.long_context!r}")
 
@@ -77,10 +84,12 @@ def task_loader(store: TaskStore, capacity: int, to_request):
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
 class Classifier:
-    """One frozen encoder per replica; adapts tasks and classifies for them."""
+    """One frozen encoder per replica; adapts tasks and classifies for them. Deployed
+    twice: for texts ("Classifier") and for images ("ImageClassifier", kind "image")."""
 
-    def __init__(self, settings: ServeSettings) -> None:
-        self.model = TaskClassifier(settings.checkpoint, settings.adapt, settings.threads)
+    def __init__(self, settings: ServeSettings, kind: str = "classify") -> None:
+        checkpoint = settings.checkpoint if kind == "classify" else settings.image_checkpoint
+        self.model = TaskClassifier(checkpoint, settings.adapt, settings.threads, kind)
         self.load_task = task_loader(
             TaskStore(settings.store),
             settings.multiplex_capacity,
@@ -148,7 +157,11 @@ def application(args: dict, deployments: list[dict] | None = None):
     options = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in deployments or []}
     classifier = Classifier.options(**options.get("Classifier", {})).bind(settings) if settings.checkpoint else None
     answerer = Answerer.options(**options.get("Answerer", {})).bind(settings) if settings.qa_checkpoint else None
-    return api.options(**options.get("Ingress", {})).bind(settings, classifier, answerer)
+    images = None
+    if settings.image_checkpoint:
+        images = Classifier.options(**{"name": "ImageClassifier", **options.get("ImageClassifier", {})})
+        images = images.bind(settings, "image")
+    return api.options(**options.get("Ingress", {})).bind(settings, classifier, answerer, images)
 
 
 def build_app(args: dict):

