@@ -10,6 +10,17 @@ from metaray.config import load_config
 from metaray.distributed import train
 
 
+def algorithms(adam_lr: float) -> dict[str, list[str]]:
+    """The three meta-training runs: Reptile with SGD (the config's outer lr), multitask and
+    FOMAML with Adam at `adam_lr` (their outer gradients are gradients, not parameter steps)."""
+    adam = ["meta.outer_optimizer=adam", f"meta.outer_lr={adam_lr}"]
+    return {
+        "multitask": ["meta.algorithm=multitask", *adam],
+        "reptile": ["meta.algorithm=reptile"],
+        "fomaml": ["meta.algorithm=fomaml", *adam],
+    }
+
+
 def run_dirs(prefix: str, algorithms: dict) -> dict[str, str]:
     return {name: f"runs/{prefix}-{name}" for name in algorithms}
 

@@ -25,18 +25,14 @@ import time
 from pathlib import Path
 
 import ray
-from meta_runs import checkpoints_override, train_each
+from meta_runs import algorithms, checkpoints_override, train_each
 
 from metaray.config import load_config
 from metaray.eval import evaluate, format_table, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "qa.yaml"
-ALGORITHMS = {
-    "multitask": ["meta.algorithm=multitask", "meta.outer_optimizer=adam", "meta.outer_lr=0.03"],
-    "reptile": ["meta.algorithm=reptile"],
-    "fomaml": ["meta.algorithm=fomaml", "meta.outer_optimizer=adam", "meta.outer_lr=0.03"],
-}
+ALGORITHMS = algorithms(adam_lr=0.03)
 META_LEARNED = ("reptile", "fomaml")
 
 
