@@ -12,6 +12,7 @@ and outer optimizers treat it as any other (P, D) prompt.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable, Sequence
 
@@ -64,7 +65,7 @@ class PromptedVisionEncoder:
         self.mask = torch.ones(3, size, size)
         self.mask[:, frame:-frame, frame:-frame] = 0  # 1 on the frame
 
-    @property
+    @functools.cached_property
     def hidden_size(self) -> int:
         return int(self.embed_pixels(torch.zeros(1, 3, self.cfg.image_size, self.cfg.image_size)).shape[1])
 

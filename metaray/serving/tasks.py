@@ -7,6 +7,7 @@ No Ray here: the Serve deployments wrap this.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 
@@ -71,7 +72,9 @@ class TaskClassifier:
 
     def __init__(self, checkpoint: str, inner: InnerConfig, threads: int = 1, kind: str = "classify") -> None:
         torch.set_num_threads(threads)
-        pixels = None if kind == "classify" else lambda images: np.stack([decode_image(i, MAX_BYTES) for i in images])
+        # an adaptation reads its support images at every inner step: decode each once
+        decoded = functools.lru_cache(maxsize=1024)(lambda data: decode_image(data, MAX_BYTES))
+        pixels = None if kind == "classify" else lambda images: np.stack([decoded(i) for i in images])
         self.meta_prompt, _, self.classifier = served_model(checkpoint, kind, pixels)
         self.inner = inner
 
