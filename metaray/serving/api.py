@@ -4,8 +4,9 @@ Errors: a malformed body is a 422 naming the field (pydantic), as is a QA exampl
 answer is not in its context; an unknown task a 404, too many examples or texts, a
 text too long, or a context over the model's window, a 413 (limits in the settings); a
 taken id a 409, a task whose files cannot be read a 500 naming the file (the replica
-keeps serving), a task kind this server has no model for a 501. With a token
-configured, creating, feedback and deleting need `Authorization: Bearer TOKEN`.
+keeps serving), a task kind this server has no model for a 501. With a token configured,
+creating, feedback and deleting need `Authorization: Bearer TOKEN`. Image tasks also take
+multipart uploads: `/v1/tasks/upload` and `/v1/tasks/{id}/classify/upload`.
 """
 
 import asyncio
@@ -16,7 +17,7 @@ import os
 import time
 import uuid
 
-from fastapi import FastAPI, Header, HTTPException, Response
+from fastapi import FastAPI, Header, HTTPException, Request, Response
 from ray import serve
 
 from metaray.models import ContextTooLong
@@ -33,6 +34,7 @@ from metaray.serving.schemas import (
     TaskList,
 )
 from metaray.serving.store import CorruptTask, TaskExists, TaskNotFound, TaskStore
+from metaray.serving.uploads import form_images, validated
 
 log = logging.getLogger("ray.serve")
 app = FastAPI(title="metaray", version="1", description="Few-shot tasks on a meta-learned soft prompt.")
@@ -186,6 +188,17 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
             raise
         return self._info(self.store.read_meta(task_id))
 
+    @app.post("/v1/tasks/upload", status_code=201)
+    async def create_upload(self, request: Request, authorization: str | None = Header(default=None)) -> TaskInfo:
+        """An image task from a multipart form, each file's field name its label
+        (`curl -F alpha=@a1.png -F alpha=@a2.png -F beta=@b1.png ...`); optional text
+        fields `id` and `steps`. Checked and stored as the JSON create would be."""
+        self._authorise(authorization)
+        limits = (self.settings.max_image_bytes, self.settings.max_examples)
+        fields, files = await form_images(request, *limits, fields=("id", "steps"))
+        body = {"kind": "image", **fields, "examples": [{"image": data, "label": name} for name, data in files]}
+        return await self.create(validated(CreateTask, body), authorization)
+
     @app.get("/v1/tasks")
     async def list_tasks(self) -> TaskList:
         tasks, corrupt = [], []
@@ -231,6 +244,13 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         if isinstance(predictions, (TaskNotFound, CorruptTask)):  # deleted meanwhile, or unreadable
             raise task_error(predictions)
         return ClassifyResult(id=task_id, version=meta["version"], predictions=predictions)
+
+    @app.post("/v1/tasks/{task_id}/classify/upload")
+    async def classify_upload(self, task_id: str, request: Request) -> ClassifyResult:
+        """An image task's queries as a multipart form of image files, answered in form
+        order (`curl -F image=@q1.png -F image=@q2.png ...`)."""
+        _, files = await form_images(request, self.settings.max_image_bytes, self.settings.max_texts)
+        return await self.classify(task_id, validated(ClassifyBody, {"images": [data for _, data in files]}))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
     async def _classify_batch(self, calls: list[tuple[str, str, list[str]]]) -> list:

@@ -300,15 +300,17 @@ def rgba_png() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def test_image_tasks_classify_drawings_and_refuse_bad_images(server, data_dir):
+@pytest.fixture(scope="module")
+def drawing(data_dir):
+    """(class c, drawing k) of the meta-test alphabets -> base64 PNG."""
     test = load_corpus(
         "omniglot/test", source_config(load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}"]))
     )
     by_class = test.indices_by_class()
+    return lambda c, k: encode_image(omniglot_pixels([test.texts[by_class[c][k]]], data_dir)[0])
 
-    def drawing(c: int, k: int) -> str:
-        return encode_image(omniglot_pixels([test.texts[by_class[c][k]]], data_dir)[0])
 
+def test_image_tasks_classify_drawings_and_refuse_bad_images(server, drawing):
     support = [{"image": drawing(c, k), "label": f"char{c}"} for c in (0, 1, 2) for k in (0, 1)]
     created = server.post("/v1/tasks", {"kind": "image", "id": "glyphs", "examples": support}, headers=AUTH)
     assert created.status_code == 201, created.text
@@ -333,3 +335,26 @@ def test_image_tasks_classify_drawings_and_refuse_bad_images(server, data_dir):
     one_label = {"kind": "image", "examples": support[:2]}
     assert "at least two labels" in server.post("/v1/tasks", one_label, headers=AUTH).text
     assert server.post("/v1/tasks/glyphs/classify", {"images": queries[:1]}).status_code == 200  # still serving
+
+
+def test_image_tasks_take_multipart_uploads(server, drawing):
+    """`curl -F LABEL=@file`: the same task and predictions as the JSON routes give."""
+    png = {(c, k): base64.b64decode(drawing(c, k)) for c in (3, 4) for k in (0, 1, 7)}
+    files = [(f"char{c}", (f"{c}-{k}.png", png[c, k])) for c in (3, 4) for k in (0, 1)]
+    url = f"{server.url}/v1/tasks"
+    fields = {"id": "uploaded", "steps": "2"}
+    created = requests.post(f"{url}/upload", files=files, data=fields, headers=AUTH, timeout=120)
+    assert created.status_code == 201, created.text
+    assert created.json()["labels"] == ["char3", "char4"] and created.json()["examples"] == 4
+    queries = [("image", (f"{c}-7.png", png[c, 7])) for c in (3, 4)]
+    got = requests.post(f"{url}/uploaded/classify/upload", files=queries, timeout=120)
+    as_json = server.post("/v1/tasks/uploaded/classify", {"images": [drawing(c, 7) for c in (3, 4)]})
+    assert got.status_code == 200 and got.json()["predictions"] == as_json.json()["predictions"], got.text
+
+    assert requests.post(f"{url}/upload", files=files, timeout=120).status_code == 401  # creating needs the token
+    huge = [("char3", ("huge.png", b"x" * 100_001)), *files]
+    refused = requests.post(f"{url}/upload", files=huge, headers=AUTH, timeout=120)
+    assert refused.status_code == 413 and "'huge.png'" in refused.text
+    junk = requests.post(f"{url}/uploaded/classify/upload", files=[("image", ("a.png", b"hello"))], timeout=120)
+    assert junk.status_code == 422 and "images[0]: not a decodable image" in junk.text
+    assert requests.post(f"{url}/uploaded/classify/upload", data={"x": "1"}, timeout=120).status_code == 422
