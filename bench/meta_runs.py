@@ -1,5 +1,6 @@
-"""What bench/qa.py and bench/image.py share: one meta-training run per algorithm, and
-the `eval.checkpoints` override that names them."""
+"""What the task-kind benchmarks share: one meta-training run per algorithm, the
+`eval.checkpoints` override that names them, and evaluating each method at its own
+learning rate chosen on meta-val."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from metaray.config import load_config
 from metaray.distributed import train
+from metaray.eval import evaluate
 
 
 def algorithms(adam_lr: float) -> dict[str, list[str]]:
@@ -42,3 +44,37 @@ def checkpoints_override(prefix: str, algorithms: dict) -> str:
     """`eval.checkpoints={multitask: runs/PREFIX-multitask, ...}`"""
     runs = run_dirs(prefix, algorithms)
     return "eval.checkpoints={" + ", ".join(f"{name}: {run}" for name, run in runs.items()) + "}"
+
+
+def select_inner_lr(config: Path, overrides: list[str], grid: list[float], head: str) -> dict:
+    """Each adapted method's `eval.inner.lr`: the grid value whose `head` after the full
+    budget is best on the meta-val tasks (`overrides` point the evaluation at them), so
+    that no method adapts at a rate tuned for another. Returns {method: {lr: score}}."""
+    scores: dict[str, dict[float, float]] = {}
+    for lr in grid:
+        cfg = load_config(config, [*overrides, f"eval.inner.lr={lr}"])
+        (setting,) = evaluate(cfg)["settings"].values()
+        for method, row in setting.items():
+            scores.setdefault(method, {})[lr] = row["heads"][head][str(max(cfg.eval.steps))]["mean"]
+        print(f"[select] lr {lr}: { {m: round(s[lr], 1) for m, s in scores.items()} }", flush=True)
+    return scores
+
+
+def evaluate_each_at(config: Path, overrides: list[str], lrs: dict[str, float], fixed: list[str]) -> dict:
+    """One evaluation of the methods `lrs` names, each at its own `eval.inner.lr` (one
+    `evaluate` per distinct rate, on the same tasks), plus the `fixed` methods that do
+    not adapt; the settings merged in the config's method order."""
+    groups: dict[float, list[str]] = {}
+    for method, lr in lrs.items():
+        groups.setdefault(lr, []).append(method)
+    merged: dict = {"settings": {}, "inner_lr": lrs}
+    for i, (lr, methods) in enumerate(groups.items()):
+        methods = [*fixed, *methods] if i == 0 else methods
+        cfg = load_config(config, [*overrides, f"eval.inner.lr={lr}", f"eval.methods=[{','.join(methods)}]"])
+        result = evaluate(cfg)
+        merged.setdefault("config", result["config"])
+        for name, rows in result["settings"].items():
+            merged["settings"].setdefault(name, {}).update(rows)
+    order = [*fixed, *lrs]
+    merged["settings"] = {n: {m: rows[m] for m in order} for n, rows in merged["settings"].items()}
+    return merged
