@@ -63,7 +63,7 @@ def select_inner_lr(config: Path, overrides: list[str], grid: list[float], head:
 def evaluate_each_at(config: Path, overrides: list[str], lrs: dict[str, float], fixed: list[str]) -> dict:
     """One evaluation of the methods `lrs` names, each at its own `eval.inner.lr` (one
     `evaluate` per distinct rate, on the same tasks), plus the `fixed` methods that do
-    not adapt; the settings merged in the config's method order."""
+    not adapt; the settings merged, the fixed methods first."""
     groups: dict[float, list[str]] = {}
     for method, lr in lrs.items():
         groups.setdefault(lr, []).append(method)
