@@ -21,7 +21,15 @@ from fastapi import FastAPI, Header, HTTPException, Request, Response
 from ray import serve
 
 from metaray.models import ContextTooLong
-from metaray.serving.checks import check_examples, check_inputs, check_texts, task_error, too_large, unprocessable
+from metaray.serving.checks import (
+    INPUT,
+    check_examples,
+    check_inputs,
+    check_texts,
+    task_error,
+    too_large,
+    unprocessable,
+)
 from metaray.serving.schemas import (
     AnswerBody,
     AnswerResult,
@@ -39,7 +47,6 @@ from metaray.serving.uploads import form_images, validated
 log = logging.getLogger("ray.serve")
 app = FastAPI(title="metaray", version="1", description="Few-shot tasks on a meta-learned soft prompt.")
 MODEL_SETTING = {"classify": "checkpoint", "qa": "qa_checkpoint", "image": "image_checkpoint"}
-INPUT = {"classify": "text", "image": "image"}  # what a classifier's examples and requests carry, per kind
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
@@ -286,8 +293,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         self._authorise(authorization)
         meta = self._meta(task_id)
         examples = [e.model_dump() for e in body.examples]
-        fields = {"classify": {"text", "label"}, "image": {"image", "label"}, "qa": {"context", "question", "answer"}}
-        fields = fields[meta["kind"]]
+        fields = {INPUT[meta["kind"]], "label"} if meta["kind"] in INPUT else {"context", "question", "answer"}
         if set(examples[0]) != fields:
             raise unprocessable(["examples"], f"a {meta['kind']} task's examples have the fields {sorted(fields)}")
         labels = set(meta.get("labels", []))

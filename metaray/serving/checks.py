@@ -7,6 +7,8 @@ from fastapi import HTTPException
 from metaray.serving.images import ImageError, decode_image
 from metaray.serving.store import TaskNotFound
 
+INPUT = {"classify": "text", "image": "image"}  # what a classifier's examples and requests carry, per kind
+
 
 def too_large(what: str, n: int, limit: int) -> None:
     if n > limit:
@@ -44,9 +46,8 @@ def check_inputs(settings, kind: str, items: list[str], field: str) -> None:
 
 def check_examples(settings, kind: str, examples: list[dict]) -> None:
     """Sizes and decodability; and each QA answer must be a span of its context."""
-    if kind in ("classify", "image"):
-        key = "text" if kind == "classify" else "image"
-        check_inputs(settings, kind, [e[key] for e in examples], f"examples.{key}")
+    if kind in INPUT:
+        check_inputs(settings, kind, [e[INPUT[kind]] for e in examples], f"examples.{INPUT[kind]}")
         return
     for i, e in enumerate(examples):
         too_large(f"examples[{i}].context characters", len(e["context"]), settings.max_context_chars)
