@@ -46,24 +46,25 @@ def checkpoints_override(prefix: str, algorithms: dict) -> str:
     return "eval.checkpoints={" + ", ".join(f"{name}: {run}" for name, run in runs.items()) + "}"
 
 
-def select_inner_lr(config: Path, overrides: list[str], grid: list[float], head: str) -> dict:
+def select_inner_lr(config: Path, overrides: list[str], grid: list[float], head: str, runner=None) -> dict:
     """Each adapted method's `eval.inner.lr`: the grid value whose `head` after the full
     budget is best on the meta-val tasks (`overrides` point the evaluation at them), so
-    that no method adapts at a rate tuned for another. Returns {method: {lr: score}}."""
+    that no method adapts at a rate tuned for another. Returns {method: {lr: score}}.
+    `runner`: actors to reuse (the model loaded once for every call), else each call's own."""
     scores: dict[str, dict[float, float]] = {}
     for lr in grid:
         cfg = load_config(config, [*overrides, f"eval.inner.lr={lr}"])
-        (setting,) = evaluate(cfg)["settings"].values()
+        (setting,) = evaluate(cfg, runner)["settings"].values()
         for method, row in setting.items():
             scores.setdefault(method, {})[lr] = row["heads"][head][str(max(cfg.eval.steps))]["mean"]
         print(f"[select] lr {lr}: { {m: round(s[lr], 1) for m, s in scores.items()} }", flush=True)
     return scores
 
 
-def evaluate_each_at(config: Path, overrides: list[str], lrs: dict[str, float], fixed: list[str]) -> dict:
+def evaluate_each_at(config: Path, overrides: list[str], lrs: dict[str, float], fixed: list[str], runner=None) -> dict:
     """One evaluation of the methods `lrs` names, each at its own `eval.inner.lr` (one
     `evaluate` per distinct rate, on the same tasks), plus the `fixed` methods that do
-    not adapt; the settings merged, the fixed methods first."""
+    not adapt; the settings merged, the fixed methods first. `runner`: as for `select_inner_lr`."""
     groups: dict[float, list[str]] = {}
     for method, lr in lrs.items():
         groups.setdefault(lr, []).append(method)
@@ -71,7 +72,7 @@ def evaluate_each_at(config: Path, overrides: list[str], lrs: dict[str, float], 
     for i, (lr, methods) in enumerate(groups.items()):
         methods = [*fixed, *methods] if i == 0 else methods
         cfg = load_config(config, [*overrides, f"eval.inner.lr={lr}", f"eval.methods=[{','.join(methods)}]"])
-        result = evaluate(cfg)
+        result = evaluate(cfg, runner)
         merged.setdefault("config", result["config"])
         for name, rows in result["settings"].items():
             merged["settings"].setdefault(name, {}).update(rows)

@@ -1,6 +1,6 @@
 """bench/qa: meta-learned soft prompts for question answering (SmolLM2-135M-Instruct, XQuAD-en).
 
-    python bench/qa.py                   # the whole protocol (~50 min on 2 cores)
+    python bench/qa.py                   # the whole protocol (~52 min on 2 cores)
     python bench/qa.py --skip-train      # evaluation only, reusing runs/qa-* checkpoints
 
 1. meta-train a prompt on the meta-train articles with multitask, Reptile and
@@ -8,7 +8,7 @@
 2. choose each adapted method's learning rate (`--lr-grid`) by its F1 after the budget
    on the 6 meta-val articles: one rate for all would be tuned for some init and against
    the others (a step that suits a random init overshoots near a good one);
-3. on the 10 held-out articles (4 support questions each, 6 others as queries): the
+3. on the 10 held-out articles (4 support questions each, up to 12 others as queries): the
    hand-written instruction (no tuning), prompt tuning from random and from text init,
    and the three meta-learned inits, each adapted with the same budget (4 Adam steps on
    2 questions at a time, the budget meta-training adapts with) at its chosen rate;
@@ -30,6 +30,7 @@ import ray
 from meta_runs import algorithms, checkpoints_override, evaluate_each_at, select_inner_lr, train_each
 
 from metaray.config import load_config
+from metaray.distributed import make_runner
 from metaray.eval import NO_PROMPT, format_table, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,11 +41,13 @@ LR_GRID = [0.01, 0.03, 0.1]  # each adapted method's eval.inner.lr is chosen fro
 
 
 def val_overrides(cfg, methods: list[str]) -> list[str]:
-    """The evaluation on the meta-val articles (one episode each), after the full budget only."""
+    """The evaluation on the meta-val articles (one episode each, 6 query questions), after
+    the full budget only."""
     n_articles = cfg.data.xquad_val_articles
     return [
         f"eval.target={cfg.data.meta_val}",
         f"eval.episodes={n_articles}",
+        "eval.q_query=6",
         f"eval.steps=[{max(cfg.eval.steps)}]",
         f"eval.methods=[{','.join(methods)}]",
     ]
@@ -84,15 +87,20 @@ def main() -> None:
     overrides = [checkpoints_override("qa", ALGORITHMS), *args.overrides]
     cfg = load_config(CONFIG, overrides)
     adapted = [m for m in cfg.eval.methods if m not in NO_PROMPT]
-    start = time.perf_counter()
-    scores = select_inner_lr(CONFIG, [*overrides, *val_overrides(cfg, adapted)], args.lr_grid, "f1")
-    lrs = {m: max(args.lr_grid, key=scores[m].get) for m in adapted}  # ties: the smaller rate
-    out["selection"] = {"grid": args.lr_grid, "meta_val_f1": scores, "inner_lr": lrs}
-    out["selection"]["seconds"] = time.perf_counter() - start
-    print(f"[select] each method's eval.inner.lr: {lrs}", flush=True)
-    start = time.perf_counter()
-    result = evaluate_each_at(CONFIG, overrides, lrs, [m for m in cfg.eval.methods if m in NO_PROMPT])
-    out["evaluation"] = {**result, "seconds": time.perf_counter() - start}
+    runner = make_runner(cfg)  # one set of actors (one model load) for every evaluation below
+    try:
+        start = time.perf_counter()
+        scores = select_inner_lr(CONFIG, [*overrides, *val_overrides(cfg, adapted)], args.lr_grid, "f1", runner)
+        lrs = {m: max(args.lr_grid, key=scores[m].get) for m in adapted}  # ties: the smaller rate
+        out["selection"] = {"grid": args.lr_grid, "meta_val_f1": scores, "inner_lr": lrs}
+        out["selection"]["seconds"] = time.perf_counter() - start
+        print(f"[select] each method's eval.inner.lr: {lrs}", flush=True)
+        start = time.perf_counter()
+        fixed = [m for m in cfg.eval.methods if m in NO_PROMPT]
+        result = evaluate_each_at(CONFIG, overrides, lrs, fixed, runner)
+        out["evaluation"] = {**result, "seconds": time.perf_counter() - start}
+    finally:
+        runner.shutdown()
     (setting,) = result["settings"]
     if {"instruction", "random", *META_LEARNED} <= set(cfg.eval.methods):
         out["targets"] = targets(result["settings"][setting], str(max(cfg.eval.steps)))

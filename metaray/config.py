@@ -53,6 +53,7 @@ class ConfigError(ValueError):
 
 
 PROMPT_POSITIONS = ("after_special", "first")
+PROMPT_REGIONS = ("frame", "image")  # a visual prompt on the frame around the drawing, or on the whole image
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,15 @@ class PromptConfig:
     init: str = "vocab"  # random | text | vocab
     text: str = "classify the intent of this customer request"
     seed: int = 0
+    region: str = "frame"  # kind: image; where the prompt's pixels are added: frame | image (frame and drawing)
+    # A checkpoint (run folder, round folder or URI; a run's best) whose θ is θ₀ instead
+    # of `init`: meta-learning warm-started from, e.g., a multitask prompt.
+    warm_start: str = ""
 
     def __post_init__(self) -> None:
         _check(self.length >= 1, "prompt.length must be >= 1")
         _check(self.init in PROMPT_INITS, f"prompt.init must be one of {PROMPT_INITS}, got {self.init!r}")
+        _check(self.region in PROMPT_REGIONS, f"prompt.region must be one of {PROMPT_REGIONS}, got {self.region!r}")
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,7 @@ class DataConfig:
     xquad_test_articles: int = 10  # and as xquad/test; the rest are xquad/train
     omniglot_val_alphabets: tuple[str, ...] = ("Early_Aramaic",)  # omniglot/val (kind: image)
     omniglot_test_alphabets: tuple[str, ...] = ("Korean", "Sanskrit", "Tagalog")  # omniglot/test; the rest train
+    omniglot_rotations: bool = False  # omniglot/train: each character turned 90/180/270 degrees is a new class
     n_way: int = 5
     k_shot: int = 5
     q_query: int = 5
@@ -271,6 +278,15 @@ class ExperimentConfig:
                 self.kind in kinds,
                 f"eval.methods: {method!r} is a {'/'.join(kinds)} method, and kind={self.kind}; set eval.methods "
                 "(configs/qa.yaml and configs/omniglot.yaml are presets for the other kinds)",
+            )
+        _check(
+            self.kind == "image" or self.prompt.region == "frame",
+            f"prompt.region is for visual prompts (kind=image); unset it for kind={self.kind}",
+        )
+        for section, inner in (("meta", self.meta.inner), ("eval", self.eval.inner)):
+            _check(
+                self.kind == "image" or not inner.views,
+                f"{section}.inner.views: warped views are for images (kind=image); set it to 0 for kind={self.kind}",
             )
         _check(
             self.kind != "image" or self.prompt.init not in TEXT_INITS,

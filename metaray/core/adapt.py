@@ -29,6 +29,7 @@ class InnerConfig:
     optimizer: str = "adam"
     batch_ways: int = 16  # classes in one inner mini-episode drawn from the support set
     batch_shots: int = 0  # support examples per class in it (0: all)
+    views: int = 0  # images: warped copies of each support example as the loss's queries (0: leave-one-out)
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -41,6 +42,8 @@ class InnerConfig:
             raise ValueError(f"inner.batch_ways must be >= 2, got {self.batch_ways}")
         if self.batch_shots < 0:
             raise ValueError(f"inner.batch_shots must be >= 0, got {self.batch_shots}")
+        if self.views < 0:
+            raise ValueError(f"inner.views must be >= 0, got {self.views}")
 
 
 @dataclass

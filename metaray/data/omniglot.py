@@ -4,7 +4,9 @@
 character. Greek and Latin are in both files (byte-identical) and are read once, which
 leaves 8 alphabets and 242 characters. A corpus's "texts" are image ids
 (`Alphabet/characterNN/FILE`), so episodes stay a few strings; `omniglot_pixels` turns
-ids into pixels in the process that needs them.
+ids into pixels in the process that needs them. With `data.omniglot_rotations`, the
+meta-train characters turned by 90, 180 and 270 degrees are classes of their own (ids
+`ID@90`, ...), the augmentation of the Omniglot literature; held-out alphabets never are.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from metaray.data.sources import Corpus, DataError, SourceConfig
 
 OMNIGLOT_ZIPS = ("omniglot/images_background_small1.zip", "omniglot/images_background_small2.zip")
+ROTATED, ROTATIONS = "@", (90, 180, 270)  # rotation augmentation: `ID@90` is drawing ID turned 90 degrees
 
 
 @lru_cache(maxsize=2)
@@ -46,12 +49,19 @@ def omniglot_images(data_dir: str) -> dict[str, np.ndarray]:
 
 
 def omniglot_pixels(ids, data_dir: str) -> np.ndarray:
-    """(N, 105, 105) uint8 for image ids."""
+    """(N, 105, 105) uint8 for image ids; `ID@R` is drawing ID turned R degrees (a multiple of 90)."""
     images = omniglot_images(data_dir)
     try:
-        return np.stack([images[i] for i in ids])
+        return np.stack([_turned(images, i) for i in ids])
     except KeyError as err:
         raise DataError(f"no Omniglot drawing {err.args[0]!r} in {data_dir}/omniglot") from err
+
+
+def _turned(images: dict[str, np.ndarray], image_id: str) -> np.ndarray:
+    key, _, degrees = image_id.partition(ROTATED)
+    if degrees not in ("", *map(str, ROTATIONS)):
+        raise KeyError(image_id)
+    return np.rot90(images[key], int(degrees or 0) // 90)
 
 
 def omniglot_corpus(src: SourceConfig, split: str) -> Corpus:
@@ -68,8 +78,16 @@ def omniglot_corpus(src: SourceConfig, split: str) -> Corpus:
         [a for a in alphabets if a not in held_out["val"] + held_out["test"]] if split == "train" else held_out[split]
     )
     ids = [i for i in ids if i.split("/")[0] in chosen]
-    characters = sorted({i.rsplit("/", 1)[0] for i in ids})
+    if split == "train" and src.omniglot_rotations:  # each turned character a class (Santoro et al. 2016)
+        ids += [f"{i}{ROTATED}{r}" for r in ROTATIONS for i in ids]
+    characters = sorted({_character(i) for i in ids})
     index = {c: n for n, c in enumerate(characters)}
-    labels = np.array([index[i.rsplit("/", 1)[0]] for i in ids], dtype=np.int64)
+    labels = np.array([index[_character(i)] for i in ids], dtype=np.int64)
     groups = np.array([chosen.index(c.split("/")[0]) for c in characters], dtype=np.int64)
     return Corpus(f"omniglot/{split}", tuple(ids), labels, tuple(characters), groups)
+
+
+def _character(image_id: str) -> str:
+    """The class of an image id: `Alphabet/characterNN`, with its rotation if turned."""
+    path, _, degrees = image_id.partition(ROTATED)
+    return path.rsplit("/", 1)[0] + (f"{ROTATED}{degrees}" if degrees else "")

@@ -51,6 +51,7 @@ class SourceConfig:
     xquad_test_articles: int = 10  # and for meta-test
     omniglot_val_alphabets: tuple[str, ...] = ("Early_Aramaic",)
     omniglot_test_alphabets: tuple[str, ...] = ("Korean", "Sanskrit", "Tagalog")
+    omniglot_rotations: bool = False  # omniglot/train: each character turned 90, 180, 270 degrees is a new class
 
 
 def readable_label(name: str) -> str:

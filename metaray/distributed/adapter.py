@@ -72,6 +72,7 @@ def source_config(cfg: ExperimentConfig) -> SourceConfig:
         xquad_test_articles=cfg.data.xquad_test_articles,
         omniglot_val_alphabets=cfg.data.omniglot_val_alphabets,
         omniglot_test_alphabets=cfg.data.omniglot_test_alphabets,
+        omniglot_rotations=cfg.data.omniglot_rotations,
     )
 
 
@@ -156,7 +157,7 @@ class TaskAdapter:
         if isinstance(init, str):  # "finetune", the only baseline an adapter runs itself
             start = time.perf_counter()
             lr, scale = self.cfg.eval.finetune_lr, self.cfg.model.scale
-            scores = finetune_scores(self.prompted.encoder, episode, steps, lr, scale)
+            scores = finetune_scores(self.prompted.encoder, episode, steps, lr, scale, inner.views, spec.index)
             return EvalResult(spec, scores, time.perf_counter() - start)
         if init is None:
             scores, support_seconds = self.prompted.score(None, episode, heads)

@@ -61,6 +61,8 @@ def preflight(cfg: ExperimentConfig) -> TaskSampler:
     """Every check that can fail before actors start: data, episode shapes, backbone,
     DeepSpeed for sharded mode, and that the output folder (path or URI) can be opened."""
     RunStore(cfg.output.dir)
+    if cfg.prompt.warm_start:
+        resolve_checkpoint(cfg.prompt.warm_start)  # fail before any actor starts
     if cfg.sharded.enabled:
         check_deepspeed()
     check_for(cfg.kind, cfg.model)
@@ -140,10 +142,26 @@ def check_resumable(cfg: ExperimentConfig, saved: dict) -> None:
         raise ConfigError("cannot resume with a config that changes the run:\n  " + "\n  ".join(diffs))
 
 
+def initial_prompt(runner: Runner, cfg: ExperimentConfig):
+    """θ₀: per `prompt.init`, or the best θ of the checkpoint `prompt.warm_start` names
+    (which must have this run's shape: same backbone width and prompt length)."""
+    theta = runner.init_prompt()
+    if not cfg.prompt.warm_start:
+        return theta
+    state, _ = load_checkpoint(cfg.prompt.warm_start)
+    warm = state["meta_prompt"]
+    if warm.shape != theta.shape:
+        raise ConfigError(
+            f"prompt.warm_start={cfg.prompt.warm_start}: its prompt has shape {tuple(warm.shape)} (length, width), "
+            f"this run's has {tuple(theta.shape)}; use a checkpoint of the same backbone and prompt.length"
+        )
+    return warm.to(theta.dtype)
+
+
 def _start(runner: Runner, cfg: ExperimentConfig, run_dir: str, resume: bool) -> tuple[int, float]:
     """Start the aggregator fresh, or from the latest checkpoint; (first round, best meta-val)."""
     if not resume:
-        runner.start(runner.init_prompt())
+        runner.start(initial_prompt(runner, cfg))
         return 0, float("-inf")
     state, meta = load_checkpoint(run_dir, "latest")
     check_resumable(cfg, meta["config"])

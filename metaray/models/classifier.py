@@ -34,9 +34,11 @@ class PromptedClassifier:
         return self.encoder.init_prompt(cfg)
 
     def support_loss_fn(self, episode: Episode, inner: InnerConfig, seed: int) -> LossFn:
-        """Leave-one-out prototypical loss on an inner mini-episode of at most
-        `inner.batch_ways` classes x `inner.batch_shots` examples of the support set,
-        drawn afresh at each step from (seed, step)."""
+        """Prototypical loss on an inner mini-episode of at most `inner.batch_ways` classes
+        x `inner.batch_shots` examples of the support set, drawn afresh at each step from
+        (seed, step): leave-one-out, or (images, `inner.views` > 0) `inner.views` warped
+        copies of each example scored against the prototypes of the originals, a loss
+        that still teaches something at one shot, where there is nothing to leave out."""
         labels = episode.support_labels
         n = episode.n_classes
 
@@ -50,8 +52,12 @@ class PromptedClassifier:
             rows = np.flatnonzero(relabel[labels] >= 0)
             if inner.batch_shots:
                 rows = np.concatenate([_at_most(rng, rows[labels[rows] == c], inner.batch_shots) for c in classes])
-            emb = self.encoder.embed([episode.support_texts[i] for i in rows], params["prompt"])
-            return leave_one_out_loss(emb, torch.from_numpy(relabel[labels[rows]]), len(classes), self.scale)
+            texts, y = [episode.support_texts[i] for i in rows], torch.from_numpy(relabel[labels[rows]])
+            if not inner.views:
+                return leave_one_out_loss(self.encoder.embed(texts, params["prompt"]), y, len(classes), self.scale)
+            emb = self.encoder.embed_views(texts, params["prompt"], inner.views, rng)
+            protos = prototypes(emb[: len(rows)], y, len(classes))
+            return F.cross_entropy(cosine_logits(emb[len(rows) :], protos, self.scale), y.repeat(inner.views))
 
         return loss
 

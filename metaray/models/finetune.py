@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,9 +23,17 @@ MOMENTUM = 0.9
 
 
 def finetune_scores(
-    encoder: PromptedVisionEncoder, episode: Episode, steps: tuple[int, ...], lr: float, scale: float
+    encoder: PromptedVisionEncoder,
+    episode: Episode,
+    steps: tuple[int, ...],
+    lr: float,
+    scale: float,
+    views: int = 0,
+    seed: int = 0,
 ) -> dict[int, dict[str, float]]:
-    """Query accuracy (%) per head after each budget in `steps` of full-batch SGD at `lr`."""
+    """Query accuracy (%) per head after each budget in `steps` of full-batch SGD at `lr`,
+    on the support set and `views` warped copies of it per step (the data the prompts'
+    loss sees with `inner.views`), drawn from (seed, step)."""
     tuned = copy.copy(encoder)
     tuned.model = copy.deepcopy(encoder.model).requires_grad_(True)  # eval mode: batch-norm statistics frozen
     head = torch.nn.Linear(tuned.hidden_size, episode.n_classes)
@@ -39,7 +48,8 @@ def finetune_scores(
         if step == max(steps):
             break
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(scale * head(tuned.embed(support, None)), labels).backward()
+        features = tuned.embed_views(support, None, views, np.random.default_rng([seed, step]))
+        F.cross_entropy(scale * head(features), labels.repeat(1 + views)).backward()
         optimizer.step()
     return scores
 

@@ -45,7 +45,7 @@ def prompted_model(
     `pixels`: how image ids become pixels (kind: image)."""
     kind, prompt_cfg, cfg = cfg.kind, cfg.prompt, cfg.model
     if kind == "image":
-        return PromptedClassifier(PromptedVisionEncoder(cfg, model, pixels, frame=prompt_cfg.length))
+        return PromptedClassifier(PromptedVisionEncoder(cfg, model, pixels, prompt_cfg.length, prompt_cfg.region))
     if kind == "qa":
         lm = PromptedCausalLM(
             tokenizer,

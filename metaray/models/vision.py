@@ -1,9 +1,11 @@
-"""A frozen image backbone that sees a visual prompt: a frame of learnable pixels.
+"""A frozen image backbone that sees a visual prompt: learnable pixels added to the image.
 
 A drawing (grayscale) is resized to S − 2p pixels a side and placed inside a frame p
 pixels wide (S = `model.image_size`, p = `prompt.length`), scaled to [−1, 1] as
-EfficientNet-Lite was trained and repeated over 3 channels. The frame's pixels are the
-prompt (padding prompts, Bahng et al. 2022); without one the frame is mid-grey (0). The
+EfficientNet-Lite was trained and repeated over 3 channels. The prompt is added on the
+frame only (`prompt.region: frame`, padding prompts, Bahng et al. 2022) or on the whole
+image, frame and drawing (`image`, as in adversarial reprogramming, Elsayed et al.
+2019); without one the frame is mid-grey (0). The
 embedding is the backbone's last feature map, average-pooled and L2-normalised, so the
 prototype and probe heads of `PromptedClassifier` work on it unchanged. The prompt is
 kept as a (3·S, S) matrix, zero inside the frame, so that the aggregator, checkpoints
@@ -56,30 +58,34 @@ class PromptedVisionEncoder:
     """Image embeddings (N, D) from a frozen CNN (anything with `extract_features`)
     with an optional visual prompt; the same interface as `PromptedEncoder`."""
 
-    def __init__(self, cfg: ModelConfig, model, pixels: Pixels, frame: int) -> None:
+    def __init__(self, cfg: ModelConfig, model, pixels: Pixels, frame: int, region: str = "frame") -> None:
         if not 1 <= frame < cfg.image_size // 2:
             raise ValueError(f"prompt.length={frame} (the frame's width) must be in [1, model.image_size / 2)")
         self.cfg, self.model, self.pixels, self.frame = cfg, model, pixels, frame
         self.device = next(model.parameters()).device
         size = cfg.image_size
-        self.mask = torch.ones(3, size, size)
-        self.mask[:, frame:-frame, frame:-frame] = 0  # 1 on the frame
+        self.mask = torch.ones(3, size, size)  # 1 where the prompt is added
+        if region == "frame":
+            self.mask[:, frame:-frame, frame:-frame] = 0
 
     @functools.cached_property
     def hidden_size(self) -> int:
         return int(self.embed_pixels(torch.zeros(1, 3, self.cfg.image_size, self.cfg.image_size)).shape[1])
 
     def init_prompt(self, cfg: PromptConfig) -> torch.Tensor:
-        """θ₀, shape (3·S, S): N(0, 0.1²) on the frame, zero inside it."""
+        """θ₀, shape (3·S, S): N(0, 0.1²) where the prompt is added, zero elsewhere."""
         noise = torch.randn(
             3, self.cfg.image_size, self.cfg.image_size, generator=torch.Generator().manual_seed(cfg.seed)
         )
         return (0.1 * noise * self.mask).view(-1, self.cfg.image_size)
 
-    def images(self, ids, prompt: torch.Tensor | None) -> torch.Tensor:
-        """(B, 3, S, S): the drawings in their frame, the prompt added on the frame."""
+    def images(self, ids, prompt: torch.Tensor | None, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """(B, 3, S, S): the drawings in their frame, the prompt added on its region;
+        each drawing randomly warped first where `rng` is given (see `warp`)."""
         size, frame = self.cfg.image_size, self.frame
         x = torch.from_numpy(self.pixels(list(ids))).float().div(255).unsqueeze(1)  # (B, 1, H, W) in [0, 1]
+        if rng is not None:
+            x = warp(x, rng)
         x = F.interpolate(x, size=(size - 2 * frame,) * 2, mode="bilinear", antialias=True, align_corners=False)
         x = F.pad(x.mul(2).sub(1).expand(-1, 3, -1, -1), (frame,) * 4)
         if prompt is not None:
@@ -94,9 +100,32 @@ class PromptedVisionEncoder:
         """(B, D) normalised embeddings; differentiable in `prompt` (3·S, S)."""
         return self.embed_pixels(self.images(ids, prompt))
 
+    def embed_views(self, ids, prompt: torch.Tensor | None, views: int, rng: np.random.Generator) -> torch.Tensor:
+        """((1 + views)·B, D): the drawings, then `views` randomly warped copies of each
+        (view v of drawing i at row (1 + v)·B + i), in one forward pass."""
+        ids = list(ids)
+        if not views:
+            return self.embed(ids, prompt)
+        return self.embed_pixels(torch.cat([self.images(ids, prompt), self.images(ids * views, prompt, rng)]))
+
     @torch.no_grad()
     def encode(self, ids, prompt: torch.Tensor | None) -> torch.Tensor:
         """(N, D) embeddings without gradients, in batches of model.encode_batch_size."""
         size = self.cfg.encode_batch_size
         parts = [self.embed(ids[i : i + size], prompt) for i in range(0, len(ids), size)]
         return torch.cat(parts) if parts else torch.zeros(0, self.hidden_size)
+
+
+def warp(x: torch.Tensor, rng: np.random.Generator, degrees: float = 15.0, shift: float = 0.1) -> torch.Tensor:
+    """Random affine copies of (B, 1, H, W) drawings in [0, 1] (paper 1, ink 0): rotated by
+    up to ±`degrees`, scaled by 0.9–1.1 and shifted by up to `shift` of the side, in the
+    spirit of the affine warps in the Omniglot literature (Lake et al. 2015)."""
+    b = x.shape[0]
+    angle = np.deg2rad(rng.uniform(-degrees, degrees, b))
+    scale = rng.uniform(0.9, 1.1, b)
+    move = rng.uniform(-2 * shift, 2 * shift, (b, 2))  # grid coordinates span [-1, 1]
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    theta = torch.tensor(np.stack([np.stack([cos, -sin, move[:, 0]], 1), np.stack([sin, cos, move[:, 1]], 1)], 1))
+    grid = F.affine_grid(theta.float(), list(x.shape), align_corners=False)
+    ink = F.grid_sample(1 - x, grid, align_corners=False)  # outside the drawing: no ink
+    return 1 - ink

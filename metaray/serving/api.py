@@ -177,8 +177,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         examples = [e.model_dump() for e in body.examples]
         too_large("examples", len(examples), self.settings.max_examples)
         check_examples(self.settings, body.kind, examples)
-        budget = self.settings.qa_adapt if body.kind == "qa" else self.settings.adapt
-        steps = None if body.steps is None else min(body.steps, budget.steps)
+        steps = None if body.steps is None else min(body.steps, self.settings.budget(body.kind).steps)
         task_id = body.id or uuid.uuid4().hex[:16]
         try:
             self.store.claim(task_id)

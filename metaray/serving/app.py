@@ -52,8 +52,10 @@ class ServeSettings:
     batch_wait_s: float = 0.005
     token_env: str = "METARAY_SERVE_TOKEN"  # if this variable is set, state-changing calls need its bearer token
     threads: int = 1  # torch threads per model replica
-    # question answering: 4 Adam steps on 2 examples at a time (bench/qa adapts with 8)
+    # question answering: 4 Adam steps on 2 examples at a time (bench/qa's budget)
     qa_adapt: InnerConfig = field(default_factory=lambda: InnerConfig(steps=4, lr=0.1, batch_shots=2))
+    # images: bench/image's budget, 20 Adam steps with 2 warped views of each example (~5 s for 5 classes)
+    image_adapt: InnerConfig = field(default_factory=lambda: InnerConfig(steps=20, lr=1e-2, views=2))
     long_context: str = "refuse"  # a context over the model's window: refuse (413) | head (read its first tokens)
     max_context_chars: int = 20000  # per QA context: longer is a 413
     max_answer_batch: int = 8  # /answer requests batched into one generation pass
@@ -66,6 +68,13 @@ class ServeSettings:
             )
         if self.long_context not in LONG_CONTEXT:
             raise ConfigError(f"long_context must be one of {LONG_CONTEXT}, got {self.long_context!r}")
+        if self.adapt.views or self.qa_adapt.views:
+            raise ConfigError("adapt.views / qa_adapt.views: warped views are for images; set image_adapt.views")
+
+
+    def budget(self, kind: str) -> InnerConfig:
+        """The adaptation budget of a task of `kind`."""
+        return {"qa": self.qa_adapt, "image": self.image_adapt}.get(kind, self.adapt)
 
 
 def settings_from(args: dict) -> ServeSettings:
@@ -89,7 +98,7 @@ class Classifier:
 
     def __init__(self, settings: ServeSettings, kind: str = "classify") -> None:
         checkpoint = settings.checkpoint if kind == "classify" else settings.image_checkpoint
-        self.model = TaskClassifier(checkpoint, settings.adapt, settings.threads, kind)
+        self.model = TaskClassifier(checkpoint, settings.budget(kind), settings.threads, kind)
         self.load_task = task_loader(
             TaskStore(settings.store),
             settings.multiplex_capacity,

@@ -59,6 +59,7 @@ class Server:
             f"qa_checkpoint={checkpoints['qa']}",
             "qa_adapt.steps=2",
             f"image_checkpoint={checkpoints['image']}",
+            "image_adapt.steps=3",
         ]
         self.config = two_core_config(log.parent / "serve.yaml")
         self.port, self.log, self.proc = free_port(), log, None

@@ -1,11 +1,13 @@
-"""A run stopped after round r and resumed ends bit-identical to an uninterrupted run."""
+"""A run stopped after round r and resumed ends bit-identical to an uninterrupted run;
+a warm-started run begins from another run's θ."""
 
 import pytest
 import torch
 
 from metaray.checkpoint import load_checkpoint
 from metaray.config import ConfigError, load_config
-from metaray.distributed import train
+from metaray.distributed import make_runner, train
+from metaray.distributed.driver import initial_prompt
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +39,24 @@ def test_resume_without_a_checkpoint_names_the_folder(data_dir, tmp_path):
 
     with pytest.raises(CheckpointError, match=str(tmp_path)):
         train(config(data_dir, tmp_path, "meta.rounds=1"), progress=False, resume=True)
+
+
+def test_warm_start_begins_from_the_checkpoints_theta(data_dir, tmp_path):
+    train(config(data_dir, tmp_path / "a", "meta.rounds=1", "prompt.init=random"), progress=False)
+    warm, _ = load_checkpoint(tmp_path / "a")
+    runner = make_runner(config(data_dir, tmp_path / "b", "prompt.init=vocab", f"prompt.warm_start={tmp_path / 'a'}"))
+    try:
+        assert torch.equal(initial_prompt(runner, runner.cfg), warm["meta_prompt"])
+        assert not torch.allclose(runner.init_prompt(), warm["meta_prompt"])  # prompt.init alone: another θ₀
+    finally:
+        runner.shutdown()
+
+
+def test_warm_start_refuses_a_missing_checkpoint_or_another_shape(data_dir, tmp_path):
+    from metaray.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match=str(tmp_path / "none")):
+        train(config(data_dir, tmp_path / "b", f"prompt.warm_start={tmp_path / 'none'}"), progress=False)
+    train(config(data_dir, tmp_path / "a", "meta.rounds=1"), progress=False)
+    with pytest.raises(ConfigError, match=r"shape \(4, 384\).*has \(8, 384\)"):
+        train(config(data_dir, tmp_path / "b", "prompt.length=8", f"prompt.warm_start={tmp_path / 'a'}"))

@@ -88,6 +88,7 @@ def test_the_local_serve_config_binds_to_loopback():
         ({}, "needs checkpoint .classification., qa_checkpoint .question answering. or image_checkpoint"),
         ({"qa_checkpoint": "runs/qa", "long_context": "cut"}, "long_context must be one of"),
         ({"checkpoint": "runs/demo", "qa_adapt": {"stepz": 2}}, "unknown key qa_adapt.stepz"),
+        ({"checkpoint": "runs/demo", "adapt": {"views": 2}}, "warped views are for images; set image_adapt.views"),
     ],
 )
 def test_serve_settings_that_cannot_work_are_refused(args, message):

@@ -85,6 +85,10 @@ def test_sharded_meta_batch_must_divide_among_workers():
         (["kind=image", "eval.protocol=episodes", "prompt.init=random"], "'text' is a classify/qa method"),
         (["eval.methods=[instruction]"], "'instruction' is a qa method, and kind=classify"),
         (["model.max_context_tokens=4"], "model.max_context_tokens must be >= 8"),
+        (["eval.inner.views=2"], "eval.inner.views: warped views are for images"),
+        (["prompt.region=image"], "prompt.region is for visual prompts"),
+        (["prompt.region=all"], "prompt.region must be one of"),
+        (["meta.inner.views=-1"], "inner.views must be >= 0"),
     ],
 )
 def test_settings_that_cannot_work_together_are_refused(overrides, message):

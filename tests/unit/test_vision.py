@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from metaray.config import ModelConfig, PromptConfig, load_config
-from metaray.data import load_corpus
+from metaray.data import DataError, load_corpus
 from metaray.data.omniglot import omniglot_pixels
 from metaray.distributed.adapter import source_config
-from metaray.models.vision import PromptedVisionEncoder
+from metaray.models.vision import PromptedVisionEncoder, warp
 
 
 def test_omniglot_has_8_alphabets_242_characters_split_by_alphabet(data_dir):
@@ -22,6 +22,24 @@ def test_omniglot_has_8_alphabets_242_characters_split_by_alphabet(data_dir):
     assert all(np.bincount(c.labels).tolist() == [20] * len(c.label_names) for c in corpora.values())
     pixels = omniglot_pixels(corpora["test"].texts[:3], data_dir)
     assert pixels.shape == (3, 105, 105) and pixels.dtype == np.uint8 and set(np.unique(pixels)) == {0, 255}
+
+
+def test_rotations_make_new_meta_train_classes_only(data_dir):
+    def sources(*overrides):
+        return source_config(load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}", *overrides]))
+
+    src = sources("data.omniglot_rotations=true")
+    train, test = load_corpus("omniglot/train", src), load_corpus("omniglot/test", src)
+    plain = load_corpus("omniglot/train", sources())
+    assert len(train.label_names) == 4 * len(plain.label_names) and len(train.texts) == 4 * len(plain.texts)
+    assert np.bincount(train.labels).tolist() == [20] * len(train.label_names)
+    assert not any("@" in name for name in test.label_names)
+    turned = f"{plain.texts[0]}@90"
+    assert train.label_names[train.labels[train.texts.index(turned)]] == f"{plain.label_names[plain.labels[0]]}@90"
+    original, rotated = omniglot_pixels([plain.texts[0], turned], data_dir)
+    assert np.array_equal(rotated, np.rot90(original)) and not np.array_equal(rotated, original)
+    with pytest.raises(DataError, match="@45"):
+        omniglot_pixels([f"{plain.texts[0]}@45"], data_dir)
 
 
 class TinyCNN(torch.nn.Module):
@@ -66,3 +84,41 @@ def test_without_a_prompt_the_frame_is_grey_and_the_drawing_inside(encoder):
 def test_a_frame_wider_than_half_the_image_is_refused():
     with pytest.raises(ValueError, match="prompt.length=12"):
         PromptedVisionEncoder(ModelConfig(image_size=24), TinyCNN(), lambda ids: None, 12)
+
+
+def test_warped_views_keep_the_drawing_and_depend_only_on_the_seed():
+    x = torch.ones(2, 1, 40, 40)
+    x[:, :, 15:25, 10:30] = 0  # a bar of ink
+    a, b = warp(x, np.random.default_rng([3, 1])), warp(x, np.random.default_rng([3, 1]))
+    assert torch.equal(a, b) and not torch.allclose(a, x) and not torch.allclose(a[0], a[1])
+    assert a.min() >= 0 and a.max() <= 1 and (a[:, :, :5] > 0.99).all()  # the paper stays paper
+    assert torch.allclose((1 - a).sum((1, 2, 3)), (1 - x).sum((1, 2, 3)), rtol=0.3)  # about as much ink
+
+
+def test_the_views_loss_draws_fresh_warps_per_step_and_trains_the_frame(encoder):
+    from metaray.core import InnerConfig
+    from metaray.data import Episode
+    from metaray.models.classifier import PromptedClassifier
+
+    ids = ("a/c0/x", "a/c1/x", "a/c2/x")
+    episode = Episode(ids, np.arange(3), ("a/c3/x",), np.array([0]), ("c0", "c1", "c2"))
+    model = PromptedClassifier(encoder)
+    prompt = encoder.init_prompt(PromptConfig(length=3, init="random")).requires_grad_(True)
+    params = {"prompt": prompt}
+    views = model.support_loss_fn(episode, InnerConfig(views=2), seed=0)
+    plain = model.support_loss_fn(episode, InnerConfig(), seed=0)
+    assert views(params, 0).item() == views(params, 0).item() != views(params, 1).item()
+    assert plain(params, 0).item() == plain(params, 1).item() != views(params, 0).item()  # one shot: no draw
+    views(params, 0).backward()
+    grad = prompt.grad.view(3, 24, 24)
+    assert grad[:, 3:-3, 3:-3].abs().sum() == 0 and grad[:, :3].abs().sum() > 0
+
+
+def test_an_image_region_prompt_covers_frame_and_drawing(encoder):
+    whole = PromptedVisionEncoder(encoder.cfg, encoder.model, encoder.pixels, 3, region="image")
+    theta = whole.init_prompt(PromptConfig(length=3, init="random"))
+    assert (theta != 0).all()
+    prompt = theta.clone().requires_grad_(True)
+    whole.embed(["a/c0/x"], prompt).sum().backward()
+    assert prompt.grad.view(3, 24, 24)[:, 3:-3, 3:-3].abs().sum() > 0  # the drawing's pixels learn too
+    assert torch.allclose(whole.images(["a/c0/x"], theta) - whole.images(["a/c0/x"], None), theta.view(1, 3, 24, 24))
