@@ -1,16 +1,17 @@
 """bench/image: meta-learned visual prompts on Omniglot (frozen EfficientNet-Lite0).
 
-    python bench/image.py                  # the whole protocol (~30 min on 2 cores)
+    python bench/image.py                  # the whole protocol (~40 min on 2 cores)
     python bench/image.py --skip-train     # evaluation only, reusing runs/omniglot-* checkpoints
 
-1. meta-train a visual prompt (a 4-pixel frame) on 5-way 1-shot tasks of the 4
-   meta-train alphabets with multitask, Reptile and first-order MAML
+1. meta-train a visual prompt (pixels added to the whole image) on 5-way 1-shot tasks
+   of the 4 meta-train alphabets with multitask, Reptile and first-order MAML
    (configs/omniglot.yaml; each algorithm its own run, runs/omniglot-NAME);
 2. on the 3 held-out alphabets (Korean, Sanskrit, Tagalog), 5-way 1-shot and 20-way
    1-shot episodes (5 queries per class): frozen-feature ProtoNet and linear probe,
    fine-tuning the whole backbone plus a new linear layer (SGD, momentum 0.9), the
    visual prompt from random init, and the three meta-learned inits, each with the same
-   budget (up to 20 steps); accuracy after 0, 5 and 20 steps, mean ± 95% CI.
+   budget (up to 20 steps on the support drawings and 2 warped copies of each);
+   accuracy after 0, 5 and 20 steps, mean ± 95% CI.
 Prints the tables and the targets (the best meta-learned prompt above the frozen-feature
 ProtoNet and above full fine-tuning), and writes bench/results/image.json.
 """
