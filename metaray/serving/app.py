@@ -71,7 +71,6 @@ class ServeSettings:
         if self.adapt.views or self.qa_adapt.views:
             raise ConfigError("adapt.views / qa_adapt.views: warped views are for images; set image_adapt.views")
 
-
     def budget(self, kind: str) -> InnerConfig:
         """The adaptation budget of a task of `kind`."""
         return {"qa": self.qa_adapt, "image": self.image_adapt}.get(kind, self.adapt)
