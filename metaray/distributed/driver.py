@@ -142,7 +142,7 @@ def check_resumable(cfg: ExperimentConfig, saved: dict) -> None:
         raise ConfigError("cannot resume with a config that changes the run:\n  " + "\n  ".join(diffs))
 
 
-def initial_prompt(runner: Runner, cfg: ExperimentConfig):
+def start_prompt(runner: Runner, cfg: ExperimentConfig):
     """θ₀: per `prompt.init`, or the best θ of the checkpoint `prompt.warm_start` names
     (which must have this run's shape: same backbone width and prompt length)."""
     theta = runner.init_prompt()
@@ -161,7 +161,7 @@ def initial_prompt(runner: Runner, cfg: ExperimentConfig):
 def _start(runner: Runner, cfg: ExperimentConfig, run_dir: str, resume: bool) -> tuple[int, float]:
     """Start the aggregator fresh, or from the latest checkpoint; (first round, best meta-val)."""
     if not resume:
-        runner.start(initial_prompt(runner, cfg))
+        runner.start(start_prompt(runner, cfg))
         return 0, float("-inf")
     state, meta = load_checkpoint(run_dir, "latest")
     check_resumable(cfg, meta["config"])

@@ -7,7 +7,7 @@ import torch
 from metaray.checkpoint import load_checkpoint
 from metaray.config import ConfigError, load_config
 from metaray.distributed import make_runner, train
-from metaray.distributed.driver import initial_prompt
+from metaray.distributed.driver import start_prompt
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_warm_start_begins_from_the_checkpoints_theta(data_dir, tmp_path):
     warm, _ = load_checkpoint(tmp_path / "a")
     runner = make_runner(config(data_dir, tmp_path / "b", "prompt.init=vocab", f"prompt.warm_start={tmp_path / 'a'}"))
     try:
-        assert torch.equal(initial_prompt(runner, runner.cfg), warm["meta_prompt"])
+        assert torch.equal(start_prompt(runner, runner.cfg), warm["meta_prompt"])
         assert not torch.allclose(runner.init_prompt(), warm["meta_prompt"])  # prompt.init alone: another θ₀
     finally:
         runner.shutdown()
