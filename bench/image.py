@@ -1,7 +1,8 @@
 """bench/image: meta-learned visual prompts on Omniglot (frozen EfficientNet-Lite0).
 
-    python bench/image.py                  # the whole protocol (~40 min on 2 cores)
+    python bench/image.py                  # the whole protocol (~55 min on 2 cores)
     python bench/image.py --skip-train     # evaluation only, reusing runs/omniglot-* checkpoints
+    python bench/image.py --skip-train --only "20-way 1-shot"   # one setting; the others kept
 
 1. meta-train a visual prompt (pixels added to the whole image) on 5-way 1-shot tasks
    of the 4 meta-train alphabets with multitask, Reptile and first-order MAML
@@ -10,7 +11,7 @@
    1-shot episodes (5 queries per class): frozen-feature ProtoNet and linear probe,
    fine-tuning the whole backbone plus a new linear layer (SGD, momentum 0.9), the
    visual prompt from random init, and the three meta-learned inits, each with the same
-   budget (up to 20 steps on the support drawings and 2 warped copies of each);
+   budget (up to 20 steps, each on every support drawing and 2 warped copies of each);
    accuracy after 0, 5 and 20 steps, mean ± 95% CI.
 Prints the tables and the targets (the best meta-learned prompt above the frozen-feature
 ProtoNet and above full fine-tuning), and writes bench/results/image.json.
@@ -61,22 +62,26 @@ def targets(methods: dict, steps: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--only", choices=list(SETTINGS), help="evaluate this setting; keep the others' results")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
     args = parser.parse_args()
     command = "python " + shlex.join(sys.argv)
     path = ROOT / "bench" / "results" / "image.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
-    out: dict = {"training": previous.get("training", {}) if args.skip_train else {}, "evaluations": {}}
+    kept = {n: {"command": previous.get("command"), **e} for n, e in previous.get("evaluations", {}).items()}
+    out: dict = {"training": previous.get("training", {}) if args.skip_train else {}}
+    out["evaluations"] = kept if args.only else {}
     ray.init(num_cpus=2, include_dashboard=False)
     if not args.skip_train:
         out["training"] = train_each(CONFIG, ALGORITHMS, "omniglot", args.overrides)
-    for name, extra in SETTINGS.items():
+    for name, extra in ({args.only: SETTINGS[args.only]} if args.only else SETTINGS).items():
         cfg = load_config(CONFIG, [checkpoints_override("omniglot", ALGORITHMS), METHODS, *extra, *args.overrides])
         start = time.perf_counter()
         result = evaluate(cfg)
         steps = str(max(cfg.eval.steps))
         found = targets(result["settings"][name], steps)
-        out["evaluations"][name] = {**result, "seconds": time.perf_counter() - start, "targets": found}
+        seconds = time.perf_counter() - start
+        out["evaluations"][name] = {**result, "seconds": seconds, "targets": found, "command": command}
         print(f"\n## {name}\n{format_table(result)}\n\ntargets: {found}", flush=True)
         write_result(out, path, command)
 
