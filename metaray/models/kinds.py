@@ -3,7 +3,7 @@ the scores it reports.
 
 classify: an encoder (`AutoModel`) under `PromptedClassifier`, query accuracy per head.
 qa: a causal LM with its head under `PromptedQA`, SQuAD exact match and F1.
-image: a CNN seeing a visual prompt (`PromptedVisionEncoder`) under `PromptedClassifier`.
+image: an image backbone seeing a visual prompt (`PromptedVisionEncoder`) under `PromptedClassifier`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from metaray.models.backbone import check_backbone, check_causal_lm, load_backbo
 from metaray.models.causal_lm import PromptedCausalLM
 from metaray.models.classifier import HEADS, PromptedClassifier
 from metaray.models.encoder import PromptedEncoder
+from metaray.models.image_backbone import check_image_backbone, load_image_backbone
 from metaray.models.qa import QA_METRICS, PromptedQA
-from metaray.models.vision import Pixels, PromptedVisionEncoder, check_image_backbone, load_image_backbone
+from metaray.models.vision import Pixels, PromptedVisionEncoder
 
 KIND_METRICS = {"classify": HEADS, "qa": QA_METRICS, "image": HEADS}  # what `score` can report, per kind
 PRIMARY_METRIC = {"classify": "proto", "qa": "f1", "image": "proto"}  # what meta-validation selects on

