@@ -1,6 +1,6 @@
 """bench/qa: meta-learned soft prompts for question answering (SmolLM2-135M-Instruct, XQuAD-en).
 
-    python bench/qa.py                   # the whole protocol (~52 min on 2 cores)
+    python bench/qa.py                   # the whole protocol (~78 min on 2 cores)
     python bench/qa.py --skip-train      # evaluation only, reusing runs/qa-* checkpoints
 
 1. meta-train a prompt on the meta-train articles with multitask, Reptile and
@@ -8,7 +8,7 @@
 2. choose each adapted method's learning rate (`--lr-grid`) by its F1 after the budget
    on the 6 meta-val articles: one rate for all would be tuned for some init and against
    the others (a step that suits a random init overshoots near a good one);
-3. on the 10 held-out articles (4 support questions each, up to 12 others as queries): the
+3. on the 10 held-out articles (4 support questions each, all its others as queries): the
    hand-written instruction (no tuning), prompt tuning from random and from text init,
    and the three meta-learned inits, each adapted with the same budget (4 Adam steps on
    2 questions at a time, the budget meta-training adapts with) at its chosen rate;
@@ -41,13 +41,12 @@ LR_GRID = [0.01, 0.03, 0.1]  # each adapted method's eval.inner.lr is chosen fro
 
 
 def val_overrides(cfg, methods: list[str]) -> list[str]:
-    """The evaluation on the meta-val articles (one episode each, 6 query questions), after
-    the full budget only."""
+    """The evaluation on the meta-val articles (one episode each, all their other questions
+    as queries, as on test), after the full budget only."""
     n_articles = cfg.data.xquad_val_articles
     return [
         f"eval.target={cfg.data.meta_val}",
         f"eval.episodes={n_articles}",
-        "eval.q_query=6",
         f"eval.steps=[{max(cfg.eval.steps)}]",
         f"eval.methods=[{','.join(methods)}]",
     ]
