@@ -40,6 +40,7 @@ class PromptedVisionEncoder:
         self.device = next(model.parameters()).device
         size = cfg.image_size
         self.mask = torch.ones(3, size, size)  # 1 where the prompt is added
+        self.mean, self.std = (torch.tensor(v).view(1, 3, 1, 1) for v in (model.mean, model.std))
         if region == "frame":
             self.mask[:, frame:-frame, frame:-frame] = 0
 
@@ -62,8 +63,7 @@ class PromptedVisionEncoder:
         if rng is not None:
             x = warp(x, rng)
         x = F.interpolate(x, size=(size - 2 * frame,) * 2, mode="bilinear", antialias=True, align_corners=False)
-        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (self.model.mean, self.model.std))
-        x = F.pad((x.expand(-1, 3, -1, -1) - mean) / std, (frame,) * 4)  # the frame: 0, the mean colour
+        x = F.pad((x.expand(-1, 3, -1, -1) - self.mean) / self.std, (frame,) * 4)  # the frame: 0, the mean colour
         if prompt is not None:
             x = x + prompt.view(3, size, size) * self.mask
         return x

@@ -136,7 +136,9 @@ class Answerer:
     """One frozen causal LM per replica; adapts QA tasks and answers their questions."""
 
     def __init__(self, settings: ServeSettings) -> None:
-        self.model = TaskAnswerer(settings.qa_checkpoint, settings.qa_adapt, settings.long_context, settings.threads)
+        self.model = TaskAnswerer(
+            settings.qa_checkpoint, settings.budget("qa"), settings.long_context, settings.threads
+        )
         self.load_task = task_loader(
             TaskStore(settings.store),
             settings.multiplex_capacity,
