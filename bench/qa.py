@@ -1,6 +1,6 @@
 """bench/qa: meta-learned soft prompts for question answering (SmolLM2-135M-Instruct, XQuAD-en).
 
-    python bench/qa.py                   # the whole protocol (~78 min on 2 cores)
+    python bench/qa.py                   # the whole protocol (~32 min on 2 cores)
     python bench/qa.py --skip-train      # evaluation only, reusing runs/qa-* checkpoints
 
 1. meta-train a prompt on the meta-train articles with multitask, Reptile and

@@ -54,6 +54,7 @@ class ConfigError(ValueError):
 
 PROMPT_POSITIONS = ("after_special", "first")
 PROMPT_REGIONS = ("frame", "image")  # a visual prompt on the frame around the drawing, or on the whole image
+DTYPES = ("fp32", "bf16")  # model.compute_dtype, sharded.dtype
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class ModelConfig:
     max_context_tokens: int = 192  # longer contexts: a window around the answer (training), their head (eval)
     max_answer_tokens: int = 16  # generation limit (answers also stop at the end token or a new line)
     instruction: str = "Answer the question with a short phrase copied from the context."  # the no-prompt baseline
+    # bf16: the LM's forward passes under torch.autocast to bfloat16 (weights, prompt and its
+    # gradient stay fp32); faster on CPUs with AVX512-BF16 or AMX and on GPUs, slower elsewhere
+    compute_dtype: str = "fp32"
     # images (kind: image): the drawing, resized, inside a frame of prompt.length learnable pixels
     image_size: int = 84  # the backbone's input side, frame included
 
@@ -80,6 +84,10 @@ class ModelConfig:
         )
         _check(self.max_context_tokens >= 8, f"model.max_context_tokens must be >= 8, got {self.max_context_tokens}")
         _check(self.max_answer_tokens >= 1, f"model.max_answer_tokens must be >= 1, got {self.max_answer_tokens}")
+        _check(
+            self.compute_dtype in DTYPES,
+            f"model.compute_dtype must be one of {DTYPES}, got {self.compute_dtype!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -217,9 +225,6 @@ class RayConfig:
         _check(self.memory_per_actor_gb >= 0, "ray.memory_per_actor_gb must be >= 0")
 
 
-SHARDED_DTYPES = ("fp32", "bf16")
-
-
 @dataclass(frozen=True)
 class ShardedConfig:
     """DeepSpeed ZeRO-3 mode: the frozen backbone partitioned over the W workers of a Ray
@@ -239,7 +244,7 @@ class ShardedConfig:
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, f"sharded.num_workers must be >= 1, got {self.num_workers}")
         _check(self.cpus_per_worker > 0, "sharded.cpus_per_worker must be > 0")
-        _check(self.dtype in SHARDED_DTYPES, f"sharded.dtype must be one of {SHARDED_DTYPES}, got {self.dtype!r}")
+        _check(self.dtype in DTYPES, f"sharded.dtype must be one of {DTYPES}, got {self.dtype!r}")
         _check(self.persistence_threshold >= 0, "sharded.persistence_threshold must be >= 0")
         _check(self.prefetch_elements >= 0, "sharded.prefetch_elements must be >= 0")
         _check(not self.offload_params or self.use_gpu, "sharded.offload_params needs sharded.use_gpu=true")
@@ -293,6 +298,10 @@ class ExperimentConfig:
             f"kind=image: a visual prompt has no vocabulary; set prompt.init=random, not {self.prompt.init!r}",
         )
         _check(
+            self.kind == "qa" or self.model.compute_dtype == "fp32",
+            f"model.compute_dtype: bf16 is for the causal LM (kind=qa); unset it for kind={self.kind}",
+        )
+        _check(
             self.kind == "classify" or self.eval.protocol == "episodes",
             f"kind={self.kind} evaluates episodes; set eval.protocol=episodes",
         )
@@ -314,6 +323,10 @@ class ExperimentConfig:
         )
         _check(not self.ray.local, "sharded.enabled and ray.local are two different modes; set one")
         _check(self.kind != "image", "sharded mode partitions Hugging Face backbones; kind=image runs on actors")
+        _check(
+            self.model.compute_dtype == "fp32",
+            "sharded mode computes in sharded.dtype (DeepSpeed's); set sharded.dtype=bf16, not model.compute_dtype",
+        )
         _check(
             not self.meta.round_deadline_s,
             "meta.round_deadline_s drops straggling tasks, which sharded mode cannot (its ranks run in lockstep)",

@@ -1,11 +1,14 @@
 """A frozen causal language model that reads a soft prompt and answers questions.
 
-Input: [soft prompt (P, D)] "Context: ...\\nQuestion: ...\\nAnswer:" and, for training,
+Input: [soft prompt (P, D)] "Context: ..." "\\nQuestion: ...\\nAnswer:" and, for training,
 " ANSWER<eos>". Without a soft prompt, the tokens of a hand-written instruction take
 its place (the discrete-prompt baseline; none when the instruction is empty). The
-loss is cross-entropy on the answer tokens (and the end token) only. Answers are
-generated greedily, batched (left padding, explicit position ids, a key-value cache),
-up to a token limit, and stop at the end token or a new line.
+loss is cross-entropy on the answer tokens (and the end token) only, and the head
+computes logits at those positions only. Answers are generated greedily, batched (left
+padding, explicit position ids, a key-value cache), up to a token limit, and stop at the
+end token or a new line. The context and the question are tokenized apart, so that the
+questions on one context share one pass over it: generation reads each distinct
+[prompt][context] once and copies its key-value cache to each of its questions.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import torch.nn.functional as F
 
 from metaray.data.squad import QAItem
 
-TEMPLATE = "Context: {context}\nQuestion: {question}\nAnswer:"
+CONTEXT = "Context: {context}"
+QUESTION = "\nQuestion: {question}\nAnswer:"  # CONTEXT + QUESTION: the whole input
 CONTEXT_MODES = ("answer", "head", "refuse")
 
 
@@ -35,10 +39,14 @@ class PromptedCausalLM:
         max_answer_tokens: int = 16,
         instruction: str = "",
         lockstep: bool = False,
+        compute_dtype: str = "fp32",
     ) -> None:
         """`lockstep`: always decode `max_answer_tokens` steps, never stopping early, so
-        that every rank of a partitioned (ZeRO-3) model runs the same forward passes."""
+        that every rank of a partitioned (ZeRO-3) model runs the same forward passes.
+        `compute_dtype` "bf16": every forward pass under torch.autocast to bfloat16 (the
+        weights, the prompt and its gradient stay float32)."""
         self.tokenizer, self.model, self.lockstep = tokenizer, model, lockstep
+        self.compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[compute_dtype]
         self.max_context_tokens, self.max_answer_tokens = max_context_tokens, max_answer_tokens
         self.embedding = model.get_input_embeddings()
         self.device = self.embedding.weight.device
@@ -75,7 +83,24 @@ class PromptedCausalLM:
         return item.context[offsets[first][0] : offsets[first + limit - 1][1]]
 
     def _question_ids(self, item: QAItem, mode: str) -> list[int]:
-        return self.token_ids(TEMPLATE.format(context=self.fit_context(item, mode), question=item.question))
+        """The whole input's tokens: its (fitted) context's, then its question's."""
+        return self._context_ids(self.fit_context(item, mode)) + self._asked_ids(item)
+
+    def _context_ids(self, context: str) -> list[int]:
+        return self.token_ids(CONTEXT.format(context=context))
+
+    def _asked_ids(self, item: QAItem) -> list[int]:
+        return self.token_ids(QUESTION.format(question=item.question))
+
+    def _left_padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, mask), both (B, longest row): every row ends in the last column."""
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), self.pad_id)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, width - len(row) :] = torch.tensor(row)
+            mask[r, width - len(row) :] = 1
+        return ids, mask.to(self.device)
 
     def _embed(self, ids: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
         tokens = self.embedding(ids.to(self.device))
@@ -107,28 +132,33 @@ class PromptedCausalLM:
         prompt = self._or_instruction(prompt)
         p = 0 if prompt is None else prompt.shape[0]
         ids, mask, targets = self.answer_batch(items, p)
-        logits = self.model(inputs_embeds=self._embed(ids, prompt), attention_mask=mask.to(self.device)).logits
-        shifted = targets[:, 1:]
-        scored = (shifted != -100).to(self.device)  # only answer positions: not (B, T, V) logits to the CPU
-        return F.cross_entropy(logits[:, :-1][scored].float().cpu(), shifted[shifted != -100])
+        scored = (targets[:, 1:] != -100).any(0).nonzero().squeeze(1)  # positions whose next token is scored
+        with self._autocast():
+            logits = self.model(
+                inputs_embeds=self._embed(ids, prompt),
+                attention_mask=mask.to(self.device),
+                logits_to_keep=scored.to(self.device),
+            ).logits  # (B, len(scored), V): not the head over every position
+        return F.cross_entropy(logits.flatten(0, 1).float().cpu(), targets[:, scored + 1].flatten(), ignore_index=-100)
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor | None, items: list[QAItem], mode: str = "head") -> list[str]:
-        """Greedy answers, one per item, batched."""
+        """Greedy answers, one per item, batched: one pass over each distinct context (with
+        the prompt), its cache copied to each of its questions, one pass over the questions."""
         prompt = self._or_instruction(prompt)
-        questions = [self._question_ids(item, mode) for item in items]
-        p, width = (0 if prompt is None else prompt.shape[0]), max(map(len, questions))
-        ids = torch.full((len(items), width), self.pad_id)
-        mask = torch.zeros(len(items), p + width, dtype=torch.long)
-        mask[:, :p] = 1  # [prompt][left padding][question]: every row ends where generation starts
-        for r, q in enumerate(questions):
-            ids[r, width - len(q) :] = torch.tensor(q)
-            mask[r, p + width - len(q) :] = 1
-        mask = mask.to(self.device)
+        contexts = [self.fit_context(item, mode) for item in items]
+        distinct = list(dict.fromkeys(contexts))
+        ids, mask = self._left_padded([self._context_ids(c) for c in distinct])
+        p = 0 if prompt is None else prompt.shape[0]
+        mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, p), mask], 1)  # [prompt][padding][context]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(
-            inputs_embeds=self._embed(ids, prompt), attention_mask=mask, position_ids=positions, use_cache=True
-        )
+        out = self._step(inputs_embeds=self._embed(ids, prompt), attention_mask=mask, position_ids=positions)
+        rows = torch.tensor([distinct.index(c) for c in contexts], device=self.device)
+        out.cache.reorder_cache(rows)  # row i: the keys and values of item i's context
+        ids, asked = self._left_padded([self._asked_ids(item) for item in items])
+        mask = torch.cat([mask[rows], asked], 1)  # [prompt][padding][context][padding][question]
+        positions = positions[rows, -1:] + asked.cumsum(-1)
+        out = self._step(input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions, cache=out.cache)
         generated: list[torch.Tensor] = []
         for _ in range(self.max_answer_tokens):
             token = out.logits[:, -1].argmax(-1)
@@ -137,14 +167,17 @@ class PromptedCausalLM:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             positions = positions[:, -1:] + 1
-            out = self.model(
-                input_ids=token[:, None],
-                attention_mask=mask,
-                position_ids=positions,
-                cache=out.cache,
-                use_cache=True,
-            )
+            out = self._step(input_ids=token[:, None], attention_mask=mask, position_ids=positions, cache=out.cache)
         return [self._text(row) for row in torch.stack(generated, 1).cpu()]
+
+    def _step(self, **inputs):
+        """A forward pass that extends the cache and computes the head at the last position only."""
+        with self._autocast():
+            return self.model(**inputs, use_cache=True, logits_to_keep=1)
+
+    def _autocast(self) -> torch.autocast:
+        enabled = self.compute_dtype != torch.float32
+        return torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=enabled)
 
     def _text(self, row: torch.Tensor) -> str:
         ids = row.tolist()

@@ -55,6 +55,7 @@ def prompted_model(
             max_answer_tokens=cfg.max_answer_tokens,
             instruction=cfg.instruction,
             lockstep=lockstep,
+            compute_dtype=cfg.compute_dtype,
         )
         return PromptedQA(lm)
     return PromptedClassifier(PromptedEncoder(cfg, tokenizer, model))

@@ -89,6 +89,18 @@ def test_sharded_meta_batch_must_divide_among_workers():
         (["prompt.region=image"], "prompt.region is for visual prompts"),
         (["prompt.region=all"], "prompt.region must be one of"),
         (["meta.inner.views=-1"], "inner.views must be >= 0"),
+        (["model.compute_dtype=float16"], "model.compute_dtype must be one of"),
+        (["model.compute_dtype=bf16"], "bf16 is for the causal LM .kind=qa.; unset it for kind=classify"),
+        (
+            [
+                "kind=qa",
+                "eval.protocol=episodes",
+                "eval.methods=[random]",
+                "model.compute_dtype=bf16",
+                "sharded.enabled=true",
+            ],
+            "sharded.dtype=bf16",
+        ),
     ],
 )
 def test_settings_that_cannot_work_together_are_refused(overrides, message):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from metaray.config import ModelConfig, load_config
@@ -92,6 +93,17 @@ def test_the_loss_reads_the_answer_tokens_only(tiny_lm):
     assert (targets[:, :3] == -100).all() and mask[0, : 3 + len(tiny_lm._question_ids(qa, "answer")) + 2].all()
 
 
+def test_the_loss_is_the_cross_entropy_of_every_positions_logits(tiny_lm):
+    """The head runs at the scored positions only, and the loss is what the full forward
+    pass's logits give on the answer tokens."""
+    prompt = torch.randn(3, 32)
+    items = [item("the capital of france is paris .", "paris"), item("a b c d e", "c d e")]
+    ids, mask, targets = tiny_lm.answer_batch(items, prompt_len=3)
+    logits = tiny_lm.model(inputs_embeds=tiny_lm._embed(ids, prompt), attention_mask=mask).logits
+    full = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets[:, 1:].flatten(), ignore_index=-100)
+    assert float(tiny_lm.loss(prompt, items)) == pytest.approx(float(full), rel=1e-5)
+
+
 def test_the_gradient_reaches_the_prompt_and_not_the_backbone(tiny_lm):
     before = {n: p.clone() for n, p in tiny_lm.model.named_parameters()}
     prompt = torch.randn(3, 32, requires_grad=True)
@@ -103,9 +115,11 @@ def test_the_gradient_reaches_the_prompt_and_not_the_backbone(tiny_lm):
 
 def test_generation_reads_the_prompt_as_training_does(tiny_lm):
     """The first generated token is the argmax of the unpadded forward pass that the loss
-    sees, for every row of a left-padded batch: the prompt is attended, not masked."""
+    sees, for every row of a left-padded batch: the prompt is attended, not masked, and
+    questions on one context read its shared cache as if they had read it themselves."""
     prompt = torch.randn(3, 32)
-    items = [item("short one here", "one"), item("a rather longer context than the other one", "longer")]
+    longer = "a rather longer context than the other one"
+    items = [item("short one here", "one"), item(longer, "longer"), item(longer, "other", "which one?")]
     tiny_lm.max_answer_tokens = 1
     try:
         first = tiny_lm.generate(prompt, items)
@@ -118,11 +132,28 @@ def test_generation_reads_the_prompt_as_training_does(tiny_lm):
     assert tiny_lm.generate(prompt, items) != tiny_lm.generate(prompt * 0, items)
 
 
-def test_batched_generation_equals_one_at_a_time(tiny_lm):
-    prompt = torch.randn(3, 32) * 0.1
-    items = [item("short one here", "one"), item("a rather longer context than the other one", "longer")]
+@pytest.mark.parametrize("prompted", [True, False])
+def test_batched_generation_equals_one_at_a_time(tiny_lm, prompted):
+    """Also with shared contexts (one pass over each), and with no prompt at all."""
+    prompt = torch.randn(3, 32) * 0.1 if prompted else None
+    longer = "a rather longer context than the other one"
+    questions = ("what is it?", "which one is it here?", "why?")
+    items = [item("short one here", "one"), *(item(longer, "longer", q) for q in questions)]
     batched = tiny_lm.generate(prompt, items)
     assert batched == [tiny_lm.generate(prompt, [it])[0] for it in items]
+
+
+def test_bf16_compute_keeps_the_weights_the_prompt_and_its_gradient_fp32(tiny_lm):
+    bf16 = PromptedCausalLM(tiny_lm.tokenizer, tiny_lm.model, max_context_tokens=24, compute_dtype="bf16")
+    items = [item("the capital of france is paris .", "paris"), item("a b c d e", "c d e")]
+    prompt = (torch.randn(3, 32) * 0.1).requires_grad_(True)
+    loss = bf16.loss(prompt, items)
+    loss.backward()
+    assert prompt.grad.dtype == torch.float32 and prompt.grad.abs().sum() > 0
+    exact = tiny_lm.loss(prompt.detach(), items).item()
+    assert loss.item() != exact and loss.item() == pytest.approx(exact, rel=0.02)  # bfloat16 matmuls, close
+    assert all(p.dtype == torch.float32 and p.grad is None for p in tiny_lm.model.parameters())
+    assert len(bf16.generate(prompt.detach(), items)) == 2
 
 
 def test_long_contexts_are_cut_around_the_answer_or_refused(tiny_lm):
