@@ -1,0 +1,47 @@
+"""θ after a 2-round tiny run is bit-identical to the digest recorded before the kinds /
+data-registry refactor (commit 039d7fc): the refactor moved code, not numbers. A change
+that is meant to alter θ updates the digest here and says why in its commit."""
+
+import hashlib
+
+import pytest
+
+from metaray.checkpoint import load_checkpoint
+from metaray.config import load_config
+from metaray.distributed import train
+
+pytestmark = pytest.mark.integration
+
+TINY_IMAGE = [
+    "kind=image", "model.backbone=efficientnet-lite0", "model.image_size=40", "prompt.init=random",
+    "prompt.length=2", "prompt.region=image", "data.meta_train=[omniglot/train]", "data.meta_val=omniglot/val",
+    "data.k_shot=1", "meta.inner.views=1", "eval.methods=[protonet]", "meta.inner.batch_ways=3",
+]  # fmt: skip
+RUNS = {
+    "classify-reptile": ("configs/tiny.yaml", []),
+    "classify-fomaml": ("configs/tiny.yaml", ["meta.algorithm=fomaml", "data.same_domain=true"]),
+    "classify-multitask": ("configs/tiny.yaml", ["meta.algorithm=multitask"]),
+    "image-reptile": ("configs/tiny.yaml", TINY_IMAGE),
+    "qa-reptile": ("configs/tiny-qa.yaml", ["model.backbone={tiny_lm}"]),
+}
+GOLDEN = {
+    "classify-fomaml": "2dd621af5ce88350ec6ac902aa324cb6b4d6858db1219ad581cc1c4445662f85",
+    "classify-multitask": "502902a273aecbd92876c815b92a067f9d2c7d3cba2fa6692a5ad27382087bad",
+    "classify-reptile": "501976d4efd78208a8ca2b5e18577684e9c67436af2e5ae14adec6dfb037f56d",
+    "image-reptile": "86641e20b33e4b1d14ead6042ec6fd63537f27a1eb90e03d519bd2b2941e293a",
+    "qa-reptile": "c045ef45314aa28f8c1a1c86dea83e9a681990dd2a52eef46cf6a02db5ca37d7",
+}
+
+
+def theta_digest(config: str, overrides: list[str], data_dir: str, out: str) -> str:
+    cfg = load_config(config, [f"data.data_dir={data_dir}", f"output.dir={out}", "ray.local=true", *overrides])
+    train(cfg, progress=False)
+    state, _ = load_checkpoint(out)
+    return hashlib.sha256(state["meta_prompt"].contiguous().numpy().tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_theta_is_bit_identical_to_the_recorded_digest(run, data_dir, tiny_lm_dir, tmp_path):
+    config, overrides = RUNS[run]
+    overrides = [o.format(tiny_lm=tiny_lm_dir) for o in overrides]
+    assert theta_digest(config, overrides, data_dir, str(tmp_path)) == GOLDEN[run]
