@@ -114,7 +114,7 @@ async def create_tasks(url: str, bodies: list[dict], concurrency: int = 4) -> li
 def episode(corpus, classes, shots, skip=0):
     by_class = corpus.indices_by_class()
     rows = [(i, c) for c in classes for i in by_class[c][skip : skip + shots]]
-    return [{"text": corpus.texts[i], "label": corpus.label_names[c]} for i, c in rows]
+    return [{"text": corpus.inputs[i], "label": corpus.label_names[c]} for i, c in rows]
 
 
 def main() -> None:
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
     args = parser.parse_args()
     corpus = load_corpus("banking77", source_config(load_config(None, [f"data.data_dir={args.data_dir}"])))
-    texts = list(corpus.texts[:2000])
+    texts = list(corpus.inputs[:2000])
     labels = [corpus.label_names[y] for y in corpus.labels[:2000]]
     result: dict = {"raw_texts_per_s": raw_throughput(args.checkpoint, texts, labels)}
     print(f"raw batched forward: {result['raw_texts_per_s']:.1f} texts/s", flush=True)
@@ -204,7 +204,7 @@ def thousand_tasks(url: str, corpus, classifier) -> dict:
     start = time.perf_counter()
     created = asyncio.run(create_tasks(url, bodies, concurrency=8))
     create_s = time.perf_counter() - start
-    requests = [(f"/v1/tasks/small-{i}/classify", {"texts": [corpus.texts[i]]}) for i in range(1000)]
+    requests = [(f"/v1/tasks/small-{i}/classify", {"texts": [corpus.inputs[i]]}) for i in range(1000)]
     served = asyncio.run(load(url, requests, 8))
     after = classifier.memory.remote().result()
     return {

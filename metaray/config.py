@@ -1,8 +1,9 @@
 """Typed, frozen experiment configuration.
 
 A config is a YAML file of sections (model, prompt, data, meta, eval, ray, sharded, output)
-and the task `kind` (classify | qa), plus dotted overrides (`meta.inner.lr=1e-3`). Unknown keys and bad values stop the
-run before any work starts, naming the key and the closest valid one.
+and the task `kind`, plus dotted overrides (`meta.inner.lr=1e-3`). Unknown keys and bad values stop the
+run before any work starts, naming the key and the closest valid one. The rules of one task
+kind (which methods, inits and settings it takes) live in its object (`metaray.kinds`).
 """
 
 from __future__ import annotations
@@ -35,16 +36,16 @@ EVAL_METHODS = (
     "reptile",
     "fomaml",
 )
-# intent classification with an encoder | question answering with a causal LM | images with a CNN
-KINDS = ("classify", "qa", "image")
-TEXT_INITS = ("text", "vocab")  # prompt inits from a vocabulary: not for images
-# Methods that apply to some task kinds only (the rest apply to every kind).
-METHOD_KINDS = {
-    "protonet": ("classify", "image"),
-    "linear_probe": ("classify", "image"),
-    "instruction": ("qa",),
-    "finetune": ("image",),
-    **{init: ("classify", "qa") for init in TEXT_INITS},
+# Settings of the built-in data sets before they moved under data.sources.NAME: read in old
+# config files, checkpoints and sweep results as the new keys.
+LEGACY_DATA_KEYS = {
+    "clinc150_val_domains": ("clinc150", "val_domains"),
+    "clinc150_test_domains": ("clinc150", "test_domains"),
+    "xquad_val_articles": ("xquad", "val_articles"),
+    "xquad_test_articles": ("xquad", "test_articles"),
+    "omniglot_val_alphabets": ("omniglot", "val_alphabets"),
+    "omniglot_test_alphabets": ("omniglot", "test_alphabets"),
+    "omniglot_rotations": ("omniglot", "rotations"),
 }
 
 
@@ -112,13 +113,9 @@ class DataConfig:
     data_dir: str = ""  # path or URI (s3://, gs://, file://; copied once per machine); empty: $METARAY_DATA_DIR
     meta_train: tuple[str, ...] = ("clinc150/train", "snips")
     meta_val: str = "clinc150/val"
-    clinc150_val_domains: tuple[str, ...] = ("work",)
-    clinc150_test_domains: tuple[str, ...] = ("travel", "kitchen_and_dining")
-    xquad_val_articles: int = 6  # XQuAD-en articles held out as xquad/val (kind: qa)
-    xquad_test_articles: int = 10  # and as xquad/test; the rest are xquad/train
-    omniglot_val_alphabets: tuple[str, ...] = ("Early_Aramaic",)  # omniglot/val (kind: image)
-    omniglot_test_alphabets: tuple[str, ...] = ("Korean", "Sanskrit", "Tagalog")  # omniglot/test; the rest train
-    omniglot_rotations: bool = False  # omniglot/train: each character turned 90/180/270 degrees is a new class
+    # Options per data source (`metaray.data.registry`): the built-in sets' splits
+    # (`clinc150: {val_domains: [work]}`) and a user's own files (`mine: {format: csv, path: ...}`)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     n_way: int = 5
     k_shot: int = 5
     q_query: int = 5
@@ -130,7 +127,6 @@ class DataConfig:
         _check(self.k_shot >= 1, f"data.k_shot must be >= 1, got {self.k_shot}")
         _check(self.q_query >= 1, f"data.q_query must be >= 1, got {self.q_query}")
         _check(len(self.meta_train) >= 1, "data.meta_train needs at least one task family")
-        _check(min(self.xquad_val_articles, self.xquad_test_articles) >= 1, "data.xquad_*_articles must be >= 1")
 
     def resolved_dir(self) -> Path:
         raw = self.data_dir or os.environ.get(DATA_DIR_ENV, "")
@@ -142,7 +138,7 @@ class DataConfig:
         if not path.is_dir():
             raise ConfigError(
                 f"data directory {path} does not exist; set data.data_dir=PATH or {DATA_DIR_ENV} to the folder "
-                "holding clinc150/, banking77/ and snips/"
+                "holding the data sets (clinc150/, banking77/, ... as in shared/data) or your own files"
             )
         return path
 
@@ -265,7 +261,7 @@ class OutputConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "default"
-    kind: str = "classify"  # classify | qa: the task kind (model, data and metrics follow from it)
+    kind: str = "classify"  # classify | qa | image: the task kind (`metaray.kinds`; model, data, metrics follow)
     model: ModelConfig = field(default_factory=ModelConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -276,35 +272,6 @@ class ExperimentConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
-        _check(self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}")
-        for method in self.eval.methods:
-            kinds = METHOD_KINDS.get(method, KINDS)
-            _check(
-                self.kind in kinds,
-                f"eval.methods: {method!r} is a {'/'.join(kinds)} method, and kind={self.kind}; set eval.methods "
-                "(configs/qa.yaml and configs/omniglot.yaml are presets for the other kinds)",
-            )
-        _check(
-            self.kind == "image" or self.prompt.region == "frame",
-            f"prompt.region is for visual prompts (kind=image); unset it for kind={self.kind}",
-        )
-        for section, inner in (("meta", self.meta.inner), ("eval", self.eval.inner)):
-            _check(
-                self.kind == "image" or not inner.views,
-                f"{section}.inner.views: warped views are for images (kind=image); set it to 0 for kind={self.kind}",
-            )
-        _check(
-            self.kind != "image" or self.prompt.init not in TEXT_INITS,
-            f"kind=image: a visual prompt has no vocabulary; set prompt.init=random, not {self.prompt.init!r}",
-        )
-        _check(
-            self.kind == "qa" or self.model.compute_dtype == "fp32",
-            f"model.compute_dtype: bf16 is for the causal LM (kind=qa); unset it for kind={self.kind}",
-        )
-        _check(
-            self.kind == "classify" or self.eval.protocol == "episodes",
-            f"kind={self.kind} evaluates episodes; set eval.protocol=episodes",
-        )
         _check(
             not (self.ray.local and self.meta.round_deadline_s),
             "meta.round_deadline_s needs Ray actors; unset it or set ray.local=false",
@@ -322,7 +289,6 @@ class ExperimentConfig:
             f"use a multiple of {w}, e.g. meta.meta_batch_size={b + w - b % w}",
         )
         _check(not self.ray.local, "sharded.enabled and ray.local are two different modes; set one")
-        _check(self.kind != "image", "sharded mode partitions Hugging Face backbones; kind=image runs on actors")
         _check(
             self.model.compute_dtype == "fp32",
             "sharded mode computes in sharded.dtype (DeepSpeed's); set sharded.dtype=bf16, not model.compute_dtype",
@@ -359,7 +325,9 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path} must be a mapping, got {value!r}")
-        return {str(k): str(v) for k, v in value.items()}
+        if typing.get_args(hint)[1] is str:
+            return {str(k): str(v) for k, v in value.items()}
+        return {str(k): _mapping(v, f"{path}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path} must be true or false, got {value!r}")
@@ -372,6 +340,34 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is str:
         return "" if value is None else str(value)
     return value
+
+
+def _mapping(value: Any, path: str) -> dict[str, Any]:
+    """A section of free-form settings (checked by whoever reads it)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} must be a mapping of settings, got {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def migrate(tree: dict[str, Any]) -> dict[str, Any]:
+    """An experiment dict with settings renamed since it was written (LEGACY_DATA_KEYS)
+    moved to their new place; the input is not modified."""
+    data = dict(tree.get("data") or {})
+    legacy = [key for key in LEGACY_DATA_KEYS if key in data]
+    if not legacy:
+        return tree
+    sources = {name: dict(opts or {}) for name, opts in (data.get("sources") or {}).items()}
+    for key in legacy:
+        source, option = LEGACY_DATA_KEYS[key]
+        sources.setdefault(source, {}).setdefault(option, data.pop(key))
+    return {**tree, "data": {**data, "sources": sources}}
+
+
+def experiment_from_dict(tree: dict[str, Any]) -> ExperimentConfig:
+    """An ExperimentConfig from a nested dict (a config file, a checkpoint's or a sweep's copy)."""
+    return build(ExperimentConfig, migrate(tree))
 
 
 def _number(value: Any) -> Any:
@@ -428,9 +424,10 @@ def load_config(path: str | Path | None, overrides: tuple[str, ...] | list[str] 
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
         tree = loaded
+    tree = migrate(tree)
     for override in overrides:
         apply_override(tree, override)
-    return build(ExperimentConfig, tree)
+    return experiment_from_dict(tree)
 
 
 def to_dict(cfg) -> dict[str, Any]:

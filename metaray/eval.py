@@ -29,11 +29,11 @@ import torch
 
 from metaray.checkpoint import load_checkpoint
 from metaray.config import ConfigError, EvalConfig, ExperimentConfig
-from metaray.data import TaskSpec, load_corpus
-from metaray.distributed.adapter import EvalResult, source_config
-from metaray.distributed.driver import family_size
+from metaray.data import DataRegistry, TaskSpec
+from metaray.distributed.adapter import EvalResult
 from metaray.distributed.runners import Runner, make_runner
-from metaray.models import KIND_METRICS, QA_METRICS, check_for
+from metaray.kinds import kind_of
+from metaray.models import QA_METRICS
 from metaray.storage import write_text
 
 NO_PROMPT = {"protonet": ("proto",), "linear_probe": ("probe",), "instruction": QA_METRICS}
@@ -42,35 +42,12 @@ INIT_METHODS = ("random", "text", "vocab")
 CHECKPOINT_METHODS = ("multitask", "reptile", "fomaml")
 
 
-def meta_test_specs(ev: EvalConfig, shot: int, kind: str = "classify") -> list[TaskSpec]:
-    """The test tasks of one setting: support draws (full) or episodes (for qa: episode i
-    is held-out article i mod the number of articles, a new draw on each pass)."""
-    if kind == "qa":
-        return [TaskSpec(ev.target, i, 0, shot, ev.q_query, ev.seed) for i in range(ev.episodes)]
-    if ev.protocol == "full":
-        return [
-            TaskSpec(ev.target, d, 0, shot, ev.query_per_class, ev.seed, f"{ev.target}/train") for d in range(ev.draws)
-        ]
-    return [TaskSpec(ev.target, i, ev.n_way, shot, ev.q_query, ev.seed) for i in range(ev.episodes)]
-
-
-def setting_name(ev: EvalConfig, shot: int, n_classes: int) -> str:
-    """`77-way 5-shot`; `5-shot` for question answering (`n_classes` 0)."""
-    if not n_classes:
-        return f"{shot}-shot"
-    return f"{n_classes if ev.protocol == 'full' else ev.n_way}-way {shot}-shot"
-
-
 def preflight(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
-    """Check data, shapes, backbone and checkpoints before any work; return the
-    checkpoint inits by method."""
-    ev, sources = cfg.eval, source_config(cfg)
-    check_for(cfg.kind, cfg.model)
-    if cfg.kind == "qa" or ev.protocol == "episodes":
-        family_size(cfg, ev.target, max(ev.shots), max(ev.shots) + ev.q_query)
-    else:
-        load_corpus(ev.target, sources)
-        load_corpus(f"{ev.target}/train", sources)
+    """Check the kind's rules, data, shapes, backbone and checkpoints before any work;
+    return the checkpoint inits by method."""
+    ev, kind = cfg.eval, kind_of(cfg)
+    kind.check_target(DataRegistry.from_config(cfg.data), ev)
+    kind.check_backbone(cfg.model)
     inits = {}
     for method in ev.methods:
         if method in CHECKPOINT_METHODS:
@@ -89,15 +66,16 @@ def summarise(values: list[float]) -> dict[str, float]:
 
 
 def _method_rows(results: list[EvalResult], heads: tuple[str, ...]) -> dict:
-    steps = sorted(results[0].accuracy)
-    rows = {head: {str(t): summarise([r.accuracy[t][head] for r in results]) for t in steps} for head in heads}
+    steps = sorted(results[0].scores)
+    rows = {head: {str(t): summarise([r.scores[t][head] for r in results]) for t in steps} for head in heads}
     return {"heads": rows, "adapt_seconds": summarise([r.adapt_seconds for r in results])}
 
 
 def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool = True) -> dict:
     """Run every method of `cfg.eval` on every setting; returns the result tree."""
-    ev = cfg.eval
+    ev, kind = cfg.eval, kind_of(cfg)
     inits = preflight(cfg)
+    registry = DataRegistry.from_config(cfg.data)
     own_runner = runner is None
     runner = runner or make_runner(cfg)
     out: dict = {"config": dataclasses.asdict(ev), "settings": {}}
@@ -105,11 +83,10 @@ def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool
         for method in INIT_METHODS:
             if method in ev.methods:
                 inits[method] = runner.init_prompt(dataclasses.replace(cfg.prompt, init=method))
-        n_classes = 0 if cfg.kind == "qa" else len(load_corpus(ev.target, source_config(cfg)).label_names)
         for shot in ev.shots:
-            name = setting_name(ev, shot, n_classes)
-            specs = meta_test_specs(ev, shot, cfg.kind)
-            out["settings"][name] = _run_setting(runner, ev, specs, inits, KIND_METRICS[cfg.kind])
+            name = kind.setting_name(registry, ev, shot)
+            specs = kind.test_specs(registry, ev, shot)
+            out["settings"][name] = _run_setting(runner, ev, specs, inits, kind.metrics)
             if progress:
                 print(f"[eval] {name}: done", flush=True)
     finally:

@@ -7,11 +7,13 @@ from metaray.core.adapt import AdaptResult, InnerConfig, adapt
 from metaray.core.heads import LinearHead, cosine_logits, fit_linear_probe, leave_one_out_loss, prototypes
 from metaray.core.outer import (
     OUTER_ALGORITHMS,
+    TaskUpdate,
     make_outer_optimizer,
     mean_pseudo_gradient,
     outer_step,
     query_gradient,
     reptile_pseudo_gradient,
+    task_pseudo_gradient,
 )
 from metaray.core.prompt import PROMPT_INITS, SoftPrompt
 
@@ -22,6 +24,7 @@ __all__ = [
     "InnerConfig",
     "LinearHead",
     "SoftPrompt",
+    "TaskUpdate",
     "adapt",
     "cosine_logits",
     "fit_linear_probe",
@@ -32,4 +35,5 @@ __all__ = [
     "prototypes",
     "query_gradient",
     "reptile_pseudo_gradient",
+    "task_pseudo_gradient",
 ]

@@ -12,9 +12,12 @@ optimizer", so the aggregator never needs to know which one runs:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
+
+from metaray.core.adapt import InnerConfig, LossFn, adapt
 
 OUTER_ALGORITHMS = ("reptile", "fomaml", "multitask")
 OUTER_OPTIMIZERS = ("sgd", "adam")
@@ -31,6 +34,42 @@ def query_gradient(adapted_prompt: torch.Tensor, query_loss_fn) -> tuple[torch.T
     loss = query_loss_fn(phi)
     (grad,) = torch.autograd.grad(loss, phi)
     return grad.detach(), float(loss.detach())
+
+
+@dataclass
+class TaskUpdate:
+    """One task's contribution to a meta-round: g_i, shape (P, D), and its losses."""
+
+    pseudo_grad: torch.Tensor
+    support_loss: float  # mean inner-loop support loss (before each step); the task loss for multitask
+    query_loss: float  # query loss at φ_i (at θ for multitask)
+
+
+def task_pseudo_gradient(
+    algorithm: str,
+    meta_prompt: torch.Tensor,
+    support_loss_fn: LossFn,
+    query_loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    inner: InnerConfig,
+) -> TaskUpdate:
+    """g_i for one task: φ_i ← θ, `inner.steps` steps on L_support(φ_i), then
+    θ − φ_i (reptile), ∇_φ L_query(φ_i) (fomaml), or ∇_θ L_query(θ) with no inner loop
+    (multitask). `support_loss_fn(params, step)` as in `adapt`; `query_loss_fn(prompt)`."""
+    if algorithm not in OUTER_ALGORITHMS:
+        raise ValueError(f"meta algorithm must be one of {OUTER_ALGORITHMS}, got {algorithm!r}")
+    if algorithm == "multitask":
+        grad, loss = query_gradient(meta_prompt, query_loss_fn)
+        return TaskUpdate(grad, loss, loss)
+    result = adapt({"prompt": meta_prompt}, support_loss_fn, inner)
+    support_loss = sum(result.losses) / max(len(result.losses), 1)
+    phi = result.adapted_prompt
+    if algorithm == "fomaml":
+        grad, loss = query_gradient(phi, query_loss_fn)
+    else:
+        grad = reptile_pseudo_gradient(meta_prompt, phi)
+        with torch.no_grad():
+            loss = float(query_loss_fn(phi))
+    return TaskUpdate(grad, support_loss, loss)
 
 
 def mean_pseudo_gradient(grads: Sequence[torch.Tensor]) -> torch.Tensor:

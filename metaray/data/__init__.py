@@ -1,34 +1,24 @@
-"""Real data sets -> task families -> deterministic episodes from (seed, index)."""
+"""Data sources -> task families -> deterministic episodes from (seed, family, index)."""
 
 from metaray.data.episodes import Episode, TaskSampler, TaskSpec, check_feasible, sample_episode
-from metaray.data.sources import FAMILIES, IMAGE_FAMILIES, Corpus, DataError, SourceConfig, load_corpus
-from metaray.data.squad import (
-    QA_FAMILIES,
-    Article,
-    QAEpisode,
-    QAItem,
-    check_articles,
-    load_articles,
-    sample_qa_episode,
-)
+from metaray.data.registry import BUILTIN, DataRegistry, Family
+from metaray.data.sources import Corpus, DataError
+from metaray.data.squad import Article, QAEpisode, QAItem, check_articles, sample_qa_episode
 
 __all__ = [
-    "FAMILIES",
-    "IMAGE_FAMILIES",
-    "QA_FAMILIES",
+    "BUILTIN",
     "Article",
-    "QAEpisode",
-    "QAItem",
-    "check_articles",
-    "load_articles",
-    "sample_qa_episode",
     "Corpus",
     "DataError",
+    "DataRegistry",
     "Episode",
-    "SourceConfig",
+    "Family",
+    "QAEpisode",
+    "QAItem",
     "TaskSampler",
     "TaskSpec",
+    "check_articles",
     "check_feasible",
-    "load_corpus",
     "sample_episode",
+    "sample_qa_episode",
 ]

@@ -36,9 +36,9 @@ class TaskSpec:
 class Episode:
     """Support and query sets with labels in [0, n_classes)."""
 
-    support_texts: tuple[str, ...]
+    support_inputs: tuple[str, ...]
     support_labels: np.ndarray
-    query_texts: tuple[str, ...]
+    query_inputs: tuple[str, ...]
     query_labels: np.ndarray
     label_names: tuple[str, ...]
 
@@ -120,9 +120,9 @@ def _split_episode(spec, rng, by_class, corpus: Corpus, support_corpus: Corpus) 
 
 def _episode(support_corpus: Corpus, query_corpus: Corpus, support, query, classes) -> Episode:
     return Episode(
-        support_texts=tuple(support_corpus.texts[i] for i, _ in support),
+        support_inputs=tuple(support_corpus.inputs[i] for i, _ in support),
         support_labels=np.array([lab for _, lab in support], dtype=np.int64),
-        query_texts=tuple(query_corpus.texts[i] for i, _ in query),
+        query_inputs=tuple(query_corpus.inputs[i] for i, _ in query),
         query_labels=np.array([lab for _, lab in query], dtype=np.int64),
         label_names=tuple(query_corpus.label_names[c] for c in classes),
     )

@@ -1,24 +1,24 @@
-"""Real intent-classification data sets -> labelled corpora.
+"""Labelled corpora, and the built-in intent and question-type data sets.
 
-Files are read with Hugging Face `datasets` from a data directory laid out as in
-`shared/data` (clinc150/, banking77/, snips/). A corpus is one family of classes:
-CLINC150's domains are split into meta-train / meta-val / meta-test families so
-that no class is in two splits.
+Files are read from a data directory laid out as `shared/data` (clinc150/, banking77/,
+snips/, hint3/, trec/). A corpus is one family of classes; where a data set is split
+into meta-train / meta-val / meta-test families, no class is in two of them. Each
+built-in set is a frozen record of its options (`data.sources.NAME` in a config); the
+registry (`metaray.data.registry`) turns family names into corpora through it.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
-import datasets
 import numpy as np
-
-FAMILIES = ("clinc150/train", "clinc150/val", "clinc150/test", "snips", "banking77", "banking77/train")
-IMAGE_FAMILIES = ("omniglot/train", "omniglot/val", "omniglot/test")  # kind: image
 
 
 class DataError(ValueError):
@@ -27,11 +27,11 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Corpus:
-    """Texts with integer labels in [0, len(label_names)); `class_groups[c]` is the
-    domain of class c (CLINC150's domains; one group elsewhere)."""
+    """Inputs (texts, or image ids) with integer labels in [0, len(label_names));
+    `class_groups[c]` is the group of class c (a domain, an alphabet; one group elsewhere)."""
 
     name: str
-    texts: tuple[str, ...]
+    inputs: tuple[str, ...]
     labels: np.ndarray  # (N,) int64
     label_names: tuple[str, ...]
     class_groups: np.ndarray  # (C,) int64
@@ -40,107 +40,175 @@ class Corpus:
         return [np.flatnonzero(self.labels == c) for c in range(len(self.label_names))]
 
 
-@dataclass(frozen=True)
-class SourceConfig:
-    """Where the files are and how CLINC150's domains are split."""
-
-    data_dir: str
-    clinc150_val_domains: tuple[str, ...]
-    clinc150_test_domains: tuple[str, ...]
-    xquad_val_articles: int = 6  # XQuAD-en articles held out for meta-validation
-    xquad_test_articles: int = 10  # and for meta-test
-    omniglot_val_alphabets: tuple[str, ...] = ("Early_Aramaic",)
-    omniglot_test_alphabets: tuple[str, ...] = ("Korean", "Sanskrit", "Tagalog")
-    omniglot_rotations: bool = False  # omniglot/train: each character turned 90, 180, 270 degrees is a new class
-
-
 def readable_label(name: str) -> str:
     """`card_arrival` -> `card arrival`; `PlayMusic` -> `play music`."""
     spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).replace("_", " ")
     return spaced.lower()
 
 
-def _require(path: Path) -> Path:
+def make_corpus(name: str, rows: list[tuple[str, str]], label_order=None, group_of=None) -> Corpus:
+    """(text, raw label) rows -> a Corpus; classes in `label_order` (default: sorted),
+    `group_of[label]` the group index of each class (default: one group)."""
+    names = list(label_order or sorted({label for _, label in rows}))
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.array([index[label] for _, label in rows], dtype=np.int64)
+    groups = np.array([group_of[n] if group_of else 0 for n in names], dtype=np.int64)
+    return Corpus(name, tuple(t for t, _ in rows), labels, tuple(readable_label(n) for n in names), groups)
+
+
+def require(path: Path) -> Path:
     if not path.exists():
         raise DataError(
-            f"{path} not found; set data.data_dir (or METARAY_DATA_DIR) to a folder holding "
-            "clinc150/, banking77/ and snips/ as in shared/data"
+            f"{path} not found; set data.data_dir (or METARAY_DATA_DIR) to a folder holding the data sets "
+            "as in shared/data (clinc150/, banking77/, snips/, hint3/, trec/, xquad/, squad/, omniglot/)"
         )
     return path
 
 
-def _corpus(name: str, table: datasets.Dataset, label_order: list[str] | None = None, groups=None) -> Corpus:
-    names = label_order or sorted(set(table["label"]))
-    index = {n: i for i, n in enumerate(names)}
-    labels = np.array([index[n] for n in table["label"]], dtype=np.int64)
-    class_groups = np.zeros(len(names), dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
-    return Corpus(name, tuple(table["text"]), labels, tuple(readable_label(n) for n in names), class_groups)
+def _decoded(path: Path) -> str:
+    """UTF-8, else latin-1 (SNIPS' PlayMusic and TREC's training file; shared/data/README.md)."""
+    raw = require(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
-def _clinc150(src: SourceConfig, split: str) -> Corpus:
-    root = Path(src.data_dir) / "clinc150"
-    full = json.loads(_require(root / "data_full.json").read_text())
-    domains: dict[str, list[str]] = json.loads(_require(root / "domains.json").read_text())
-    unknown = set(src.clinc150_val_domains + src.clinc150_test_domains) - set(domains)
-    if unknown:
-        raise DataError(
-            f"unknown CLINC150 domain(s) {sorted(unknown)} in data.clinc150_*_domains; valid: {sorted(domains)}"
-        )
-    held_out = {"val": src.clinc150_val_domains, "test": src.clinc150_test_domains}
-    if split == "train":
-        chosen = [d for d in domains if d not in held_out["val"] + held_out["test"]]
-    else:
-        chosen = list(held_out[split])
-    intents = sorted(i for d in chosen for i in domains[d])
-    domain_of = {i: chosen.index(d) for d in chosen for i in domains[d]}
-    keep = set(intents)
-    rows = [(t, i) for part in ("train", "val", "test") for t, i in full[part] if i in keep]
-    table = datasets.Dataset.from_dict({"text": [r[0] for r in rows], "label": [r[1] for r in rows]})
-    return _corpus(f"clinc150/{split}", table, intents, [domain_of[i] for i in intents])
+@dataclass(frozen=True)
+class BuiltinSource:
+    """A built-in data set under `root`: `SPLITS` maps each family suffix ("" is the bare
+    name) to the suffix its full-protocol support set comes from (None: none)."""
+
+    name: str = ""
+    root: str = ""
+    KIND: ClassVar[str] = "classify"
+    SPLITS: ClassVar[dict[str, str | None]] = {"": None}
+
+    def splits(self) -> dict[str, str | None]:
+        return dict(self.SPLITS)
+
+    def folder(self) -> Path:
+        if not self.root:
+            raise DataError(f"{self.name} is a built-in data set: set data.data_dir (or METARAY_DATA_DIR)")
+        return Path(self.root)
 
 
-def _snips(src: SourceConfig) -> Corpus:
-    root = Path(src.data_dir) / "snips"
-    texts, labels = [], []
-    for path in sorted(_require(root).glob("train_*_full.json")):
-        # train_PlayMusic_full.json is latin-1, the rest UTF-8 (shared/data/README.md).
-        raw = path.read_bytes()
-        try:
-            content = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            content = json.loads(raw.decode("latin-1"))
-        for intent, items in content.items():
-            for item in items:
-                texts.append("".join(chunk["text"] for chunk in item["data"]).strip())
-                labels.append(intent)
-    if not texts:
-        raise DataError(f"no train_*_full.json files in {root}")
-    return _corpus("snips", datasets.Dataset.from_dict({"text": texts, "label": labels}))
+@dataclass(frozen=True)
+class Clinc150(BuiltinSource):
+    """CLINC150 (Larson et al. 2019): 150 intents in 10 domains, split by domain."""
+
+    val_domains: tuple[str, ...] = ("work",)
+    test_domains: tuple[str, ...] = ("travel", "kitchen_and_dining")
+    SPLITS: ClassVar[dict[str, str | None]] = dict.fromkeys(("train", "val", "test"))
+
+    def load(self, split: str) -> Corpus:
+        root = self.folder() / "clinc150"
+        full = json.loads(require(root / "data_full.json").read_text())
+        domains: dict[str, list[str]] = json.loads(require(root / "domains.json").read_text())
+        unknown = set(self.val_domains + self.test_domains) - set(domains)
+        if unknown:
+            raise DataError(
+                f"unknown CLINC150 domain(s) {sorted(unknown)} in data.sources.{self.name}.*_domains; "
+                f"valid: {sorted(domains)}"
+            )
+        held_out = {"val": self.val_domains, "test": self.test_domains}
+        if split == "train":
+            chosen = [d for d in domains if d not in held_out["val"] + held_out["test"]]
+        else:
+            chosen = list(held_out[split])
+        intents = sorted(i for d in chosen for i in domains[d])
+        domain_of = {i: chosen.index(d) for d in chosen for i in domains[d]}
+        rows = [(t, i) for part in ("train", "val", "test") for t, i in full[part] if i in domain_of]
+        return make_corpus(f"{self.name}/{split}", rows, intents, domain_of)
 
 
-def _banking77(src: SourceConfig, split: str) -> Corpus:
-    root = Path(src.data_dir) / "banking77"
-    order = json.loads(_require(root / "categories.json").read_text())
-    table = datasets.Dataset.from_csv(str(_require(root / f"{split}.csv")), keep_in_memory=True)
-    table = table.rename_column("category", "label")
-    name = "banking77" if split == "test" else f"banking77/{split}"
-    return _corpus(name, table, order)
+@dataclass(frozen=True)
+class Snips(BuiltinSource):
+    """SNIPS custom intents: 7 intents, every training utterance."""
+
+    def load(self, split: str) -> Corpus:
+        root = self.folder() / "snips"
+        rows = []
+        for path in sorted(require(root).glob("train_*_full.json")):
+            for intent, items in json.loads(_decoded(path)).items():
+                rows += [("".join(chunk["text"] for chunk in item["data"]).strip(), intent) for item in items]
+        if not rows:
+            raise DataError(f"no train_*_full.json files in {root}")
+        return make_corpus(self.name, rows)
 
 
-@lru_cache(maxsize=16)
-def load_corpus(name: str, src: SourceConfig) -> Corpus:
-    """One task family by name (see FAMILIES); cached per process."""
-    datasets.disable_progress_bars()
-    if name.startswith("clinc150/") and name.split("/", 1)[1] in ("train", "val", "test"):
-        return _clinc150(src, name.split("/", 1)[1])
-    if name == "snips":
-        return _snips(src)
-    if name == "banking77":
-        return _banking77(src, "test")
-    if name == "banking77/train":
-        return _banking77(src, "train")
-    if name in IMAGE_FAMILIES:
-        from metaray.data.omniglot import omniglot_corpus  # imports this module
+@dataclass(frozen=True)
+class Banking77(BuiltinSource):
+    """BANKING77 (Casanueva et al. 2020): `banking77` is the test file, whose full-protocol
+    support comes from `banking77/train`. Never for meta-training or selection."""
 
-        return omniglot_corpus(src, name.split("/", 1)[1])
-    raise DataError(f"unknown task family {name!r}; valid: {', '.join(FAMILIES)}")
+    SPLITS: ClassVar[dict[str, str | None]] = {"": "train", "train": None}
+
+    def load(self, split: str) -> Corpus:
+        root = self.folder() / "banking77"
+        order = json.loads(require(root / "categories.json").read_text())
+        reader = csv.DictReader(io.StringIO(_decoded(root / f"{split or 'test'}.csv")))
+        rows = [(r["text"], r["category"]) for r in reader]
+        return make_corpus(f"{self.name}/{split}" if split else self.name, rows, order)
+
+
+HINT3_BOTS = ("sofmattress", "curekart", "powerplay11")
+
+
+@dataclass(frozen=True)
+class Hint3(BuiltinSource):
+    """HINT3 v2 (Arora et al. 2020), three deployed bots. `hint3/BOT`: every labelled
+    utterance of the bot (train and test files); `hint3/BOT/test`: the test file, its
+    support from `hint3/BOT/train` (the full-label protocol). The out-of-scope label is
+    left out: it is not an intent."""
+
+    out_of_scope: str = "NO_NODES_DETECTED"
+    SPLITS: ClassVar[dict[str, str | None]] = {
+        **dict.fromkeys(HINT3_BOTS),
+        **dict.fromkeys(f"{bot}/train" for bot in HINT3_BOTS),
+        **{f"{bot}/test": f"{bot}/train" for bot in HINT3_BOTS},
+    }
+
+    def _rows(self, bot: str, part: str) -> list[tuple[str, str]]:
+        reader = csv.DictReader(io.StringIO(_decoded(self.folder() / "hint3" / f"{bot}_{part}.csv")))
+        return [(r["sentence"], r["label"]) for r in reader if r["label"] != self.out_of_scope and r["sentence"]]
+
+    def load(self, split: str) -> Corpus:
+        bot, _, part = split.partition("/")
+        train = self._rows(bot, "train")
+        if part == "train":
+            return make_corpus(f"{self.name}/{split}", train)
+        order = sorted({label for _, label in train})  # the test file's classes as the train file's
+        if part == "test":
+            known = set(order)
+            return make_corpus(f"{self.name}/{split}", [r for r in self._rows(bot, "test") if r[1] in known], order)
+        return make_corpus(f"{self.name}/{split}", train + self._rows(bot, "test"))
+
+
+@dataclass(frozen=True)
+class Trec(BuiltinSource):
+    """TREC question classification (Li and Roth 2002): 50 fine labels in 6 coarse groups.
+    `trec`: both files; `trec/train`, and `trec/test` with its support from `trec/train`."""
+
+    SPLITS: ClassVar[dict[str, str | None]] = {"": None, "train": None, "test": "train"}
+    FILES: ClassVar[dict[str, str]] = {"train": "train_5500.label", "test": "TREC_10.label"}
+
+    def _rows(self, part: str) -> list[tuple[str, str]]:
+        lines = _decoded(self.folder() / "trec" / self.FILES[part]).splitlines()
+        return [(text.strip(), label) for label, _, text in (ln.partition(" ") for ln in lines) if text.strip()]
+
+    def load(self, split: str) -> Corpus:
+        rows = self._rows(split) if split else self._rows("train") + self._rows("test")
+        train = self._rows("train")
+        order = sorted({label for _, label in train})
+        rows = [r for r in rows if r[1] in set(order)]  # a test label never seen in training has no support
+        coarse = sorted({label.split(":")[0] for label in order})
+        group_of = {label: coarse.index(label.split(":")[0]) for label in order}
+        return make_corpus(f"{self.name}/{split}" if split else self.name, rows, order, group_of)
+
+
+@lru_cache(maxsize=32)
+def load_source(source, split: str):
+    """`source.load(split)` (a Corpus, or articles), cached per process: sources are frozen,
+    hashable records of their options."""
+    return source.load(split)

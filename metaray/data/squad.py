@@ -1,9 +1,13 @@
 """SQuAD-format question answering -> articles -> few-shot QA tasks.
 
-A task is one article (XQuAD-en: 48 Wikipedia articles of the SQuAD v1.1 dev set, in
-`DATA_DIR/xquad/xquad.en.json`): its support set is K question-answer pairs, its query
-set the article's other questions. Articles are split into meta-train / meta-val /
-meta-test by a seeded shuffle, so no article is in two splits.
+A task is one article: its support set is K question-answer pairs, its query set the
+article's other questions. XQuAD-en (`DATA_DIR/xquad/xquad.en.json`: 240 paragraphs of
+the 48 Wikipedia articles of the SQuAD v1.1 dev set) is split into meta-train / meta-val
+/ meta-test by a seeded shuffle of its articles, so no article is in two splits. The
+SQuAD v1.1 dev set (`DATA_DIR/squad/dev-v1.1.json`, 2,067 paragraphs of the same 48
+articles) is split by the same titles: `squad/val` and `squad/test` are XQuAD's held-out
+articles with all their paragraphs, and `squad/train` every other article, so meta-training
+on it never reads a paragraph of an XQuAD meta-val or meta-test article.
 """
 
 from __future__ import annotations
@@ -13,14 +17,16 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from metaray.data.episodes import TaskSpec
-from metaray.data.sources import DataError, SourceConfig
+from metaray.data.sources import BuiltinSource, DataError
 
 XQUAD_EN = "xquad/xquad.en.json"
-QA_FAMILIES = ("xquad/train", "xquad/val", "xquad/test")
+SQUAD_DEV = "squad/dev-v1.1.json"
+SPLITS = ("train", "val", "test")
 SPLIT_SEED = 0  # the article split is fixed, so every run and every evaluation agree on it
 
 
@@ -102,13 +108,45 @@ def qa_episode(article: Article, k_shot: int, q_query: int, seed: int | list[int
 
 
 @lru_cache(maxsize=4)
-def load_articles(family: str, src: SourceConfig) -> tuple[Article, ...]:
-    """The articles of one QA family (`xquad/train|val|test`); cached per process."""
-    if family not in QA_FAMILIES:
-        raise DataError(f"unknown QA task family {family!r}; valid: {', '.join(QA_FAMILIES)}")
-    articles = load_squad(Path(src.data_dir) / XQUAD_EN)
-    parts = split_articles(articles, src.xquad_val_articles, src.xquad_test_articles, SPLIT_SEED)
-    return tuple(parts[QA_FAMILIES.index(family)])
+def _squad_file(path: str) -> tuple[Article, ...]:
+    return tuple(load_squad(path))
+
+
+@dataclass(frozen=True)
+class XQuAD(BuiltinSource):
+    """`xquad/train|val|test`: XQuAD-en's articles, `val_articles` and `test_articles`
+    held out by a fixed seeded permutation."""
+
+    val_articles: int = 6
+    test_articles: int = 10
+    KIND: ClassVar[str] = "qa"
+    SPLITS: ClassVar[dict[str, str | None]] = dict.fromkeys(SPLITS)
+
+    def __post_init__(self) -> None:
+        if min(self.val_articles, self.test_articles) < 1:
+            raise DataError(f"data.sources.{self.name}.val_articles and test_articles must be >= 1")
+
+    def load(self, split: str) -> tuple[Article, ...]:
+        articles = list(_squad_file(str(self.folder() / XQUAD_EN)))
+        parts = split_articles(articles, self.val_articles, self.test_articles, SPLIT_SEED)
+        return tuple(parts[SPLITS.index(split)])
+
+
+@dataclass(frozen=True)
+class SQuAD(BuiltinSource):
+    """`squad/train|val|test`: the SQuAD v1.1 dev set split by the titles of XQuAD's
+    splits (`heldout`, a source of type xquad, with its val/test counts)."""
+
+    heldout: XQuAD = XQuAD()
+    KIND: ClassVar[str] = "qa"
+    SPLITS: ClassVar[dict[str, str | None]] = dict.fromkeys(SPLITS)
+
+    def load(self, split: str) -> tuple[Article, ...]:
+        articles = _squad_file(str(self.folder() / SQUAD_DEV))
+        held = {s: {a.title for a in self.heldout.load(s)} for s in ("val", "test")}
+        if split == "train":
+            return tuple(a for a in articles if a.title not in held["val"] | held["test"])
+        return tuple(a for a in articles if a.title in held[split])
 
 
 def check_articles(articles: tuple[Article, ...], k_shot: int, family: str) -> None:

@@ -3,7 +3,8 @@
 from metaray.distributed.adapter import EvalResult, TaskAdapter, TaskResult
 from metaray.distributed.aggregator import MetaAggregator
 from metaray.distributed.driver import REPORTED_METRICS, meta_validate, preflight, train
-from metaray.distributed.runners import LocalRunner, RayRunner, connect, make_runner
+from metaray.distributed.runners import LocalRunner, RayRunner, make_runner
+from metaray.runtime import connect
 
 __all__ = [
     "REPORTED_METRICS",

@@ -15,32 +15,20 @@ from dataclasses import dataclass, field
 import torch
 
 from metaray.config import ExperimentConfig, PromptConfig
-from metaray.core import InnerConfig, adapt, query_gradient, reptile_pseudo_gradient
-from metaray.data import (
-    Episode,
-    QAEpisode,
-    SourceConfig,
-    TaskSpec,
-    load_articles,
-    load_corpus,
-    sample_episode,
-    sample_qa_episode,
-)
-from metaray.data.omniglot import omniglot_pixels
-from metaray.distributed.memory import process_memory
-from metaray.models import HEADS, SharedBackbone, load_for, prompted_model
+from metaray.core import InnerConfig, TaskUpdate, adapt, task_pseudo_gradient
+from metaray.data import DataRegistry, Episode, QAEpisode, TaskSpec
+from metaray.kinds import kind_of
+from metaray.runtime import process_memory
+from metaray.models import HEADS, SharedBackbone
 from metaray.models.backbone import backbone_config, import_backbone, import_model_code
 from metaray.models.finetune import finetune_scores
 
 
 @dataclass
-class TaskResult:
-    """One task's contribution to a meta-round: g_i, shape (P, D), and its losses."""
+class TaskResult(TaskUpdate):
+    """One task's contribution to a meta-round: the core's TaskUpdate and its task."""
 
-    pseudo_grad: torch.Tensor
-    support_loss: float  # mean inner-loop support loss (before each step)
-    query_loss: float  # query loss at φ_i (at θ for multitask)
-    spec: TaskSpec
+    spec: TaskSpec | None = None
 
 
 @dataclass
@@ -49,9 +37,12 @@ class EvalResult:
     heads are the kind's metrics: accuracy per classifier head, or QA's em and f1."""
 
     spec: TaskSpec
-    accuracy: dict[int, dict[str, float]]  # step -> head -> score
+    scores: dict[int, dict[str, float]]  # step -> head -> score
     adapt_seconds: float  # wall-clock to adapt at the full budget: inner loop + support encoding + heads
     extra: dict[str, float] = field(default_factory=dict)
+
+
+EvalUnit = tuple[torch.Tensor | str | None, TaskSpec]  # (init prompt, "finetune" or None; task)
 
 
 def tensor_digest(named) -> str:
@@ -61,19 +52,6 @@ def tensor_digest(named) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def source_config(cfg: ExperimentConfig) -> SourceConfig:
-    return SourceConfig(
-        data_dir=str(cfg.data.resolved_dir()),
-        clinc150_val_domains=cfg.data.clinc150_val_domains,
-        clinc150_test_domains=cfg.data.clinc150_test_domains,
-        xquad_val_articles=cfg.data.xquad_val_articles,
-        xquad_test_articles=cfg.data.xquad_test_articles,
-        omniglot_val_alphabets=cfg.data.omniglot_val_alphabets,
-        omniglot_test_alphabets=cfg.data.omniglot_test_alphabets,
-        omniglot_rotations=cfg.data.omniglot_rotations,
-    )
 
 
 class TaskAdapter:
@@ -89,12 +67,13 @@ class TaskAdapter:
     ) -> None:
         torch.set_num_threads(cfg.ray.torch_threads)
         self.cfg = cfg
-        self.sources = source_config(cfg)
+        self.kind = kind_of(cfg)
+        self.registry = DataRegistry.from_config(cfg.data)
         if loaded is None:
-            if cfg.kind != "image":  # a Hugging Face backbone
+            if self.kind.hugging_face:
                 import_model_code(backbone.config if backbone is not None else backbone_config(cfg.model))
             self.memory_log = {"before_backbone": process_memory()}
-            tokenizer, model = import_backbone(backbone) if backbone is not None else load_for(cfg.kind, cfg.model)
+            tokenizer, model = import_backbone(backbone) if backbone is not None else self.kind.load_backbone(cfg.model)
             if torch.cuda.is_available():
                 model.to("cuda")
             self.memory_log["after_backbone"] = process_memory()
@@ -102,9 +81,8 @@ class TaskAdapter:
             tokenizer, model = loaded
             self.memory_log = {}
         self.backbone = model
-        data_dir = self.sources.data_dir
-        self.prompted = prompted_model(
-            cfg, tokenizer, model, lockstep=cfg.sharded.enabled, pixels=lambda ids: omniglot_pixels(ids, data_dir)
+        self.prompted = self.kind.prompted_model(
+            cfg, tokenizer, model, lockstep=cfg.sharded.enabled, pixels=self.registry.pixels
         )
 
     def memory(self) -> dict[str, dict[str, float]]:
@@ -119,33 +97,20 @@ class TaskAdapter:
         return self.prompted.init_prompt(prompt_cfg or self.cfg.prompt)
 
     def episode(self, spec: TaskSpec) -> Episode | QAEpisode:
-        if self.cfg.kind == "qa":
-            return sample_qa_episode(spec, load_articles(spec.family, self.sources))
-        support = load_corpus(spec.support_family, self.sources) if spec.support_family else None
-        return sample_episode(spec, load_corpus(spec.family, self.sources), support)
+        return self.kind.episode(self.registry, spec)
 
     def adapt(self, meta_prompt: torch.Tensor, spec: TaskSpec) -> TaskResult:
-        """φ_i from k inner steps on the support set, then g_i per `meta.algorithm`."""
+        """g_i for one task per `meta.algorithm` (`core.task_pseudo_gradient`)."""
         episode = self.episode(spec)
         meta = self.cfg.meta
-
-        def query_loss(prompt: torch.Tensor) -> torch.Tensor:
-            return self.prompted.query_loss(prompt, episode)
-
-        if meta.algorithm == "multitask":
-            grad, loss = query_gradient(meta_prompt, query_loss)
-            return TaskResult(grad, loss, loss, spec)
-        loss_fn = self.prompted.support_loss_fn(episode, meta.inner, seed=spec.index)
-        result = adapt({"prompt": meta_prompt}, loss_fn, meta.inner)
-        support_loss = sum(result.losses) / max(len(result.losses), 1)
-        phi = result.adapted_prompt
-        if meta.algorithm == "fomaml":
-            grad, loss = query_gradient(phi, query_loss)
-        else:
-            grad = reptile_pseudo_gradient(meta_prompt, phi)
-            with torch.no_grad():
-                loss = float(query_loss(phi))
-        return TaskResult(grad, support_loss, loss, spec)
+        update = task_pseudo_gradient(
+            meta.algorithm,
+            meta_prompt,
+            self.prompted.support_loss_fn(episode, meta.inner, seed=spec.index),
+            lambda prompt: self.prompted.query_loss(prompt, episode),
+            meta.inner,
+        )
+        return TaskResult(update.pseudo_grad, update.support_loss, update.query_loss, spec)
 
     def evaluate(
         self, init: torch.Tensor | str | None, spec: TaskSpec, steps: tuple[int, ...], inner: InnerConfig, heads=HEADS
@@ -162,18 +127,18 @@ class TaskAdapter:
         if init is None:
             scores, support_seconds = self.prompted.score(None, episode, heads)
             return EvalResult(spec, {0: scores}, support_seconds)
-        accuracy: dict[int, dict[str, float]] = {}
+        scores: dict[int, dict[str, float]] = {}
         scoring = support_seconds = 0.0
 
         def on_step(step: int, params: dict[str, torch.Tensor]) -> None:
             nonlocal scoring, support_seconds
             if step in steps:
                 start = time.perf_counter()
-                accuracy[step], support_seconds = self.prompted.score(params["prompt"], episode, heads)
+                scores[step], support_seconds = self.prompted.score(params["prompt"], episode, heads)
                 scoring += time.perf_counter() - start
 
         budget = dataclasses.replace(inner, steps=max(steps))
         start = time.perf_counter()
         adapt({"prompt": init}, self.prompted.support_loss_fn(episode, budget, seed=spec.index), budget, on_step)
         inner_seconds = time.perf_counter() - start - scoring
-        return EvalResult(spec, accuracy, inner_seconds + support_seconds)
+        return EvalResult(spec, scores, inner_seconds + support_seconds)

@@ -16,84 +16,56 @@ from collections.abc import Callable
 from tqdm.auto import tqdm
 
 from metaray.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from metaray.config import ConfigError, ExperimentConfig, build, to_dict
-from metaray.data import (
-    IMAGE_FAMILIES,
-    QA_FAMILIES,
-    TaskSampler,
-    TaskSpec,
-    check_articles,
-    check_feasible,
-    load_articles,
-    load_corpus,
-)
-from metaray.distributed.adapter import source_config
+from metaray.config import ConfigError, ExperimentConfig, experiment_from_dict, to_dict
+from metaray.data import DataRegistry, TaskSampler, TaskSpec
 from metaray.distributed.runners import Runner, make_runner
 from metaray.distributed.zero import check_deepspeed
+from metaray.kinds import kind_of
 from metaray.metrics import MetricsWriter
-from metaray.models import PRIMARY_METRIC, check_for
 from metaray.storage import RunStore
 
 
-def family_size(cfg: ExperimentConfig, family: str, k_shot: int, needed: int, same_group: bool = False) -> int:
-    """Check that `family` suits `cfg.kind` and can supply episodes of this shape (K support
-    examples, `needed` per class for classification); its classes, or its articles (qa)."""
-    sources = source_config(cfg)
-    if cfg.kind == "qa":
-        if family not in QA_FAMILIES:
-            raise ConfigError(
-                f"{family!r} is not a question-answering family (kind=qa); valid: {', '.join(QA_FAMILIES)}"
-            )
-        articles = load_articles(family, sources)
-        check_articles(articles, k_shot, family)
-        return len(articles)
-    if family in QA_FAMILIES:
-        raise ConfigError(f"{family!r} is a question-answering family; set kind=qa (or pick a classification family)")
-    if (family in IMAGE_FAMILIES) != (cfg.kind == "image"):
-        what = "an image" if family in IMAGE_FAMILIES else "a text"
-        raise ConfigError(f"{family!r} is {what} family, and kind={cfg.kind}; set kind or pick a family of that kind")
-    corpus = load_corpus(family, sources)
-    check_feasible(corpus, cfg.data.n_way, needed, same_group)
-    return len(corpus.label_names)
-
-
 def preflight(cfg: ExperimentConfig) -> TaskSampler:
-    """Every check that can fail before actors start: data, episode shapes, backbone,
-    DeepSpeed for sharded mode, and that the output folder (path or URI) can be opened."""
+    """Every check that can fail before actors start: the kind's rules, data, episode
+    shapes, backbone, DeepSpeed for sharded mode, and that the output folder (path or
+    URI) can be opened."""
+    kind = kind_of(cfg)
     RunStore(cfg.output.dir)
     if cfg.prompt.warm_start:
         resolve_checkpoint(cfg.prompt.warm_start)  # fail before any actor starts
     if cfg.sharded.enabled:
         check_deepspeed()
-    check_for(cfg.kind, cfg.model)
+    registry = DataRegistry.from_config(cfg.data)
     d = cfg.data
     needed = d.k_shot + d.q_query
-    counts = [family_size(cfg, family, d.k_shot, needed, d.same_domain) for family in d.meta_train]
+    counts = [kind.family_size(registry, f, d.n_way, d.k_shot, needed, d.same_domain) for f in d.meta_train]
     if cfg.meta.eval_every:
-        family_size(cfg, d.meta_val, d.k_shot, needed)
-    n_way = 0 if cfg.kind == "qa" else d.n_way  # a QA task is one article, not N classes
+        kind.family_size(registry, d.meta_val, d.n_way, d.k_shot, needed)
+    kind.check_backbone(cfg.model)
+    n_way = kind.task_ways(d.n_way)
     return TaskSampler(tuple(d.meta_train), tuple(counts), n_way, d.k_shot, d.q_query, d.seed, d.same_domain)
 
 
 def validation_specs(cfg: ExperimentConfig) -> list[TaskSpec]:
     """A fixed set of meta-val episodes, the same at every validation."""
     d = cfg.data
-    n_way = 0 if cfg.kind == "qa" else d.n_way
+    n_way = kind_of(cfg).task_ways(d.n_way)
     return [TaskSpec(d.meta_val, i, n_way, d.k_shot, d.q_query, d.seed + 1) for i in range(cfg.meta.val_episodes)]
 
 
 def meta_validate(runner: Runner, cfg: ExperimentConfig, meta_prompt) -> float:
-    """Mean query score (%) after `meta.val_steps` steps from θ: prototype accuracy, or
-    answer F1 for question answering."""
+    """Mean query score (%) after `meta.val_steps` steps from θ, in the kind's primary
+    metric: prototype accuracy, or answer F1 for question answering."""
     inner = dataclasses.replace(cfg.meta.inner, steps=cfg.meta.val_steps)
     units = [(meta_prompt, spec) for spec in validation_specs(cfg)]
-    metric = PRIMARY_METRIC[cfg.kind]
+    metric = kind_of(cfg).primary_metric
     results = runner.evaluate(units, (cfg.meta.val_steps,), inner, (metric,))
-    return sum(r.accuracy[cfg.meta.val_steps][metric] for r in results) / len(results)
+    return sum(r.scores[cfg.meta.val_steps][metric] for r in results) / len(results)
 
 
-# What each round's metrics hold (meta_val_acc only at meta-validation rounds: the kind's
-# validation score, prototype accuracy or answer F1).
+# What each round's metrics hold (meta_val_score only at meta-validation rounds: the kind's
+# validation score, prototype accuracy or answer F1; files written before it was renamed
+# call it meta_val_acc, LEGACY_METRICS).
 REPORTED_METRICS = (
     "round",
     "tasks",
@@ -102,8 +74,14 @@ REPORTED_METRICS = (
     "query_loss",
     "pseudo_grad_norm",
     "tasks_per_s",
-    "meta_val_acc",
+    "meta_val_score",
 )
+LEGACY_METRICS = {"meta_val_acc": "meta_val_score", "best_meta_val_acc": "best_meta_val_score"}
+
+
+def best_score(meta: dict) -> float:
+    """A checkpoint's best meta-validation score (under its old name in older checkpoints)."""
+    return float(meta.get("best_meta_val_score", meta.get("best_meta_val_acc", float("-inf"))))
 
 
 # Settings a resumed run must share with the run it continues: anything else would
@@ -132,7 +110,7 @@ RESUME_KEYS = (
 def check_resumable(cfg: ExperimentConfig, saved: dict) -> None:
     """Refuse to continue a run under a config that would break it, listing every difference."""
     now = to_dict(cfg)
-    saved = to_dict(build(ExperimentConfig, saved))  # settings added since the checkpoint: their defaults
+    saved = to_dict(experiment_from_dict(saved))  # settings added since the checkpoint: their defaults
     diffs = [
         f"{section}.{key}: checkpoint {saved.get(section, {}).get(key)!r}, now {now[section][key]!r}"
         for section, key in RESUME_KEYS
@@ -166,7 +144,7 @@ def _start(runner: Runner, cfg: ExperimentConfig, run_dir: str, resume: bool) ->
     state, meta = load_checkpoint(run_dir, "latest")
     check_resumable(cfg, meta["config"])
     runner.start(state["meta_prompt"], state)
-    return int(state["round"]), float(meta.get("best_meta_val_acc", float("-inf")))
+    return int(state["round"]), best_score(meta)
 
 
 def train(
@@ -201,7 +179,7 @@ def train(
             last = r + 1 == cfg.meta.rounds
             validate = cfg.meta.eval_every and ((r + 1) % cfg.meta.eval_every == 0 or last)
             if validate:
-                last_val = metrics["meta_val_acc"] = meta_validate(runner, cfg, runner.meta_prompt())
+                last_val = metrics["meta_val_score"] = meta_validate(runner, cfg, runner.meta_prompt())
             is_best = bool(validate) and last_val > best_val
             best_val = max(best_val, last_val) if validate else best_val
             writer.write(metrics)
@@ -212,7 +190,7 @@ def train(
                 val=f"{last_val:.1f}",
             )
             if validate or last or (r + 1) % cfg.output.checkpoint_every == 0:
-                info = {"config": to_dict(cfg), "metrics": metrics, "best_meta_val_acc": best_val}
+                info = {"config": to_dict(cfg), "metrics": metrics, "best_meta_val_score": best_val}
                 save_checkpoint(run_dir, runner.aggregator_state(), info, cfg.output.keep_last, best=is_best)
             if on_round is not None:
                 on_round(metrics)
@@ -220,4 +198,4 @@ def train(
         writer.close()
         if own_runner:
             runner.shutdown()
-    return {"rounds": cfg.meta.rounds, "best_meta_val_acc": best_val, "run_dir": run_dir}
+    return {"rounds": cfg.meta.rounds, "best_meta_val_score": best_val, "run_dir": run_dir}

@@ -6,23 +6,21 @@ protocol are written once. The local runner exists to measure what Ray costs.
 
 from __future__ import annotations
 
-import math
-import os
-import socket
 from typing import Protocol
 
 import ray
 import torch
 from tqdm.auto import tqdm
 
-from metaray.config import ExperimentConfig, PromptConfig, RayConfig
+from metaray.config import ExperimentConfig, PromptConfig
 from metaray.core import InnerConfig
 from metaray.data import TaskSpec
-from metaray.distributed.adapter import EvalResult, TaskAdapter
+from metaray.distributed.adapter import EvalResult, EvalUnit, TaskAdapter
 from metaray.distributed.aggregator import MetaAggregator
-from metaray.models import export_backbone, load_for
-
-EvalUnit = tuple[torch.Tensor | None, TaskSpec]  # (init prompt or None, task)
+from metaray.distributed.sharded import ShardedRunner
+from metaray.kinds import kind_of
+from metaray.models import export_backbone
+from metaray.runtime import connect
 
 
 class Runner(Protocol):
@@ -74,44 +72,6 @@ class LocalRunner:
         pass
 
 
-class ClusterUnreachable(ConnectionError):
-    """The configured Ray address does not answer; the message names it."""
-
-
-def check_reachable(address: str, timeout_s: float) -> None:
-    """Fail within `timeout_s` where host:port does not accept a TCP connection
-    (`ray.init` would otherwise retry for minutes). `auto` and schemes Ray resolves
-    itself are left to Ray."""
-    if address == "auto" or address.startswith("local"):
-        return
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ClusterUnreachable(f"Ray address {address!r} is not host:port (set ray.address or RAY_ADDRESS)")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as err:
-        raise ClusterUnreachable(
-            f"Ray cluster at {address!r} is unreachable after {timeout_s:.0f} s ({err}); "
-            "check ray.address / RAY_ADDRESS and that the head node is up"
-        ) from err
-
-
-def connect(cfg: RayConfig, embedded_cpus: int | None = None, dashboard: bool = False) -> None:
-    """Join `ray.address` / $RAY_ADDRESS, or start an embedded local Ray with `ray.num_cpus`,
-    else `embedded_cpus`, else the CPUs the config's actors need (with its dashboard, and
-    so the State API, where `dashboard`)."""
-    if ray.is_initialized():
-        return
-    address = cfg.address or os.environ.get("RAY_ADDRESS", "")
-    if address:
-        check_reachable(address, cfg.connect_timeout_s)
-        ray.init(address=address, log_to_driver=True)
-        return
-    num_cpus = cfg.num_cpus or embedded_cpus or math.ceil(cfg.num_actors * cfg.cpus_per_actor)
-    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True)
-
-
 class RayRunner:
     """N task-adapter actors and one aggregator actor that owns θ.
 
@@ -126,8 +86,9 @@ class RayRunner:
         connect(cfg.ray)
         self.cfg = cfg
         r = cfg.ray
-        shares = r.shared_backbone and cfg.kind != "image"  # sharing rebuilds Hugging Face models only
-        self.backbone_ref = ray.put(export_backbone(*load_for(cfg.kind, cfg.model))) if shares else None
+        kind = kind_of(cfg)
+        shares = r.shared_backbone and kind.hugging_face  # sharing rebuilds Hugging Face models only
+        self.backbone_ref = ray.put(export_backbone(*kind.load_backbone(cfg.model))) if shares else None
         # A dead adapter is restarted and its pending tasks re-run; tasks are pure functions
         # of (θ, spec), so the round's result does not change.
         adapter_cls = ray.remote(TaskAdapter).options(
@@ -222,7 +183,5 @@ class RayRunner:
 def make_runner(cfg: ExperimentConfig) -> Runner:
     """This process (`ray.local`), DeepSpeed ZeRO-3 workers (`sharded.enabled`), or actors."""
     if cfg.sharded.enabled:
-        from metaray.distributed.sharded import ShardedRunner  # sharded imports this module
-
         return ShardedRunner(cfg)
     return LocalRunner(cfg) if cfg.ray.local else RayRunner(cfg)

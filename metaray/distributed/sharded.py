@@ -28,10 +28,10 @@ import torch
 
 from metaray.config import ExperimentConfig, PromptConfig
 from metaray.data import TaskSpec
-from metaray.distributed.adapter import EvalResult
+from metaray.distributed.adapter import EvalResult, EvalUnit
 from metaray.distributed.aggregator import MetaAggregator
-from metaray.distributed.runners import EvalUnit, connect
 from metaray.distributed.zero import ShardedModeError, ShardedWorker, check_deepspeed
+from metaray.runtime import connect
 
 # Gathered layers are allocated and freed on every pass; with glibc's adaptive mmap
 # threshold the freed buffers stay in the heap (measured: ~200 MiB more per worker on

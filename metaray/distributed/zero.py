@@ -22,8 +22,9 @@ import torch
 
 from metaray.config import ExperimentConfig, ModelConfig, PromptConfig, ShardedConfig
 from metaray.distributed.adapter import EvalResult, TaskAdapter, TaskResult, tensor_digest
-from metaray.distributed.memory import process_memory
-from metaray.models import load_for, resolve_backbone
+from metaray.kinds import kind_named, kind_of
+from metaray.models import resolve_backbone
+from metaray.runtime import process_memory
 from metaray.storage import CACHE_ENV
 
 DEEPSPEED_EXTRA = "pip install 'metaray[deepspeed]'"
@@ -80,7 +81,7 @@ def converted_gguf(cfg: ModelConfig, kind: str, converter: bool, barrier) -> Mod
     cache = Path(os.environ.get(CACHE_ENV, "~/.cache/metaray")).expanduser() / "models"
     folder = cache / f"{Path(source.gguf_file).stem}-{kind}-fp32"
     if converter and not folder.is_dir():
-        tokenizer, model = load_for(kind, cfg)
+        tokenizer, model = kind_named(kind).load_backbone(cfg)
         partial = cache / f".{folder.name}.{os.getpid()}"
         # transformers will not save a model it loaded from GGUF; its weights are plain fp32 now
         model.config.save_pretrained(partial)
@@ -104,9 +105,9 @@ def load_partitioned(cfg: ExperimentConfig, is_node_leader: bool):
 
         model_cfg = converted_gguf(cfg.model, cfg.kind, is_node_leader, torch.distributed.barrier)
         zero3 = HfDeepSpeedConfig(ds_config)  # noqa: F841 (while alive, from_pretrained builds under zero.Init)
-        tokenizer, model = load_for(cfg.kind, model_cfg)
+        tokenizer, model = kind_of(cfg).load_backbone(model_cfg)
     else:  # every rank loads the whole model, then deepspeed.initialize partitions it
-        tokenizer, model = load_for(cfg.kind, cfg.model)
+        tokenizer, model = kind_of(cfg).load_backbone(cfg.model)
     engine, *_ = deepspeed.initialize(model=model, config=ds_config)
     engine.module.eval()
     return tokenizer, engine.module, engine

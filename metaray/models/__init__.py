@@ -13,18 +13,12 @@ from metaray.models.backbone import (
 from metaray.models.causal_lm import ContextTooLong, PromptedCausalLM
 from metaray.models.classifier import HEADS, PromptedClassifier
 from metaray.models.encoder import PromptedEncoder
-from metaray.models.kinds import KIND_METRICS, PRIMARY_METRIC, check_for, load_for, prompted_model
 from metaray.models.qa import QA_METRICS, PromptedQA
 
 __all__ = [
     "HEADS",
-    "KIND_METRICS",
-    "PRIMARY_METRIC",
     "QA_METRICS",
     "PromptedQA",
-    "check_for",
-    "load_for",
-    "prompted_model",
     "ContextTooLong",
     "PromptedCausalLM",
     "ModelLoadError",

@@ -52,7 +52,7 @@ class PromptedClassifier:
             rows = np.flatnonzero(relabel[labels] >= 0)
             if inner.batch_shots:
                 rows = np.concatenate([_at_most(rng, rows[labels[rows] == c], inner.batch_shots) for c in classes])
-            texts, y = [episode.support_texts[i] for i in rows], torch.from_numpy(relabel[labels[rows]])
+            texts, y = [episode.support_inputs[i] for i in rows], torch.from_numpy(relabel[labels[rows]])
             if not inner.views:
                 return leave_one_out_loss(self.encoder.embed(texts, params["prompt"]), y, len(classes), self.scale)
             emb = self.encoder.embed_views(texts, params["prompt"], inner.views, rng)
@@ -65,8 +65,8 @@ class PromptedClassifier:
         """Cross-entropy of the query set against support prototypes, both under `prompt`.
         One forward pass over support and query together: a partitioned (ZeRO-3) backbone
         frees its gathered layers only when each backward pass covers one forward pass."""
-        n_support = len(episode.support_texts)
-        both = self.encoder.embed(episode.support_texts + episode.query_texts, prompt)
+        n_support = len(episode.support_inputs)
+        both = self.encoder.embed(episode.support_inputs + episode.query_inputs, prompt)
         support, query = both[:n_support], both[n_support:]
         protos = prototypes(support, torch.from_numpy(episode.support_labels), episode.n_classes)
         return F.cross_entropy(cosine_logits(query, protos, self.scale), torch.from_numpy(episode.query_labels))
@@ -76,7 +76,7 @@ class PromptedClassifier:
         and the seconds spent on the support side (encoding + heads): what a new task
         costs beyond its inner loop."""
         start = time.perf_counter()
-        support = self.encoder.encode(episode.support_texts, prompt)
+        support = self.encoder.encode(episode.support_inputs, prompt)
         s_labels = torch.from_numpy(episode.support_labels)
         fitted = {}
         if "proto" in heads:
@@ -85,7 +85,7 @@ class PromptedClassifier:
         if "probe" in heads:
             fitted["probe"] = fit_linear_probe(support, s_labels, episode.n_classes, self.scale).logits
         support_seconds = time.perf_counter() - start
-        query = self.encoder.encode(episode.query_texts, prompt)
+        query = self.encoder.encode(episode.query_inputs, prompt)
         q_labels = torch.from_numpy(episode.query_labels)
         return {head: _accuracy(logits_fn(query), q_labels) for head, logits_fn in fitted.items()}, support_seconds
 

@@ -40,7 +40,7 @@ def finetune_scores(
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
     optimizer = torch.optim.SGD([*tuned.model.parameters(), *head.parameters()], lr=lr, momentum=MOMENTUM)
-    support, labels = list(episode.support_texts), torch.from_numpy(episode.support_labels)
+    support, labels = list(episode.support_inputs), torch.from_numpy(episode.support_labels)
     scores: dict[int, dict[str, float]] = {}
     for step in range(max(steps) + 1):
         if step in steps:
@@ -56,8 +56,8 @@ def finetune_scores(
 
 @torch.no_grad()
 def _accuracy(encoder: PromptedVisionEncoder, episode: Episode, head: torch.nn.Linear, scale: float) -> dict:
-    support = encoder.encode(list(episode.support_texts), None)
-    query = encoder.encode(list(episode.query_texts), None)
+    support = encoder.encode(list(episode.support_inputs), None)
+    query = encoder.encode(list(episode.query_inputs), None)
     protos = prototypes(support, torch.from_numpy(episode.support_labels), episode.n_classes)
     labels = torch.from_numpy(episode.query_labels)
     logits = {"proto": cosine_logits(query, protos, scale), "probe": scale * head(query)}

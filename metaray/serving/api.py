@@ -20,6 +20,7 @@ import uuid
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from ray import serve
 
+from metaray.kinds import CLASSIFY, IMAGE, KINDS, QA
 from metaray.models import ContextTooLong
 from metaray.serving.checks import (
     INPUT,
@@ -46,7 +47,7 @@ from metaray.serving.uploads import form_images, validated
 
 log = logging.getLogger("ray.serve")
 app = FastAPI(title="metaray", version="1", description="Few-shot tasks on a meta-learned soft prompt.")
-MODEL_SETTING = {"classify": "checkpoint", "qa": "qa_checkpoint", "image": "image_checkpoint"}
+MODEL_SETTING = {kind.name: kind.checkpoint_setting for kind in KINDS.values()}
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
@@ -56,7 +57,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         self.settings = settings
         self.store = TaskStore(settings.store)
         # None: no checkpoint for that kind
-        self.models = {"classify": classifier, "qa": answerer, "image": image_classifier}
+        self.models = {CLASSIFY.name: classifier, QA.name: answerer, IMAGE.name: image_classifier}
         self.token = os.environ.get(settings.token_env, "")
         self.readapting: dict[str, asyncio.Task] = {}
         self.recovered = 0.0  # when tasks with pending feedback were last looked for
@@ -94,8 +95,8 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
 
     async def _adapt(self, kind: str, examples: list[dict], steps: int | None) -> tuple[dict, dict]:
         """φ (and, for classification, prototypes) from the examples, on the kind's model."""
-        if kind == "qa":
-            return await self._model("qa").adapt.remote(examples, steps)
+        if kind not in INPUT:  # question answering: (context, question, answer) examples
+            return await self._model(kind).adapt.remote(examples, steps)
         inputs, labels = [e[INPUT[kind]] for e in examples], [e["label"] for e in examples]
         return await self._model(kind).adapt.remote(inputs, labels, steps)
 
@@ -202,7 +203,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         self._authorise(authorization)
         limits = (self.settings.max_image_bytes, self.settings.max_examples)
         fields, files = await form_images(request, *limits, fields=("id", "steps"))
-        body = {"kind": "image", **fields, "examples": [{"image": data, "label": name} for name, data in files]}
+        body = {"kind": IMAGE.name, **fields, "examples": [{"image": data, "label": name} for name, data in files]}
         return await self.create(validated(CreateTask, body), authorization)
 
     @app.get("/v1/tasks")
@@ -314,11 +315,11 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
     async def answer(self, task_id: str, body: AnswerBody) -> AnswerResult:
         """The task's greedy answer to a question on a context (batched on the answerer)."""
         meta = self._meta(task_id)
-        if meta["kind"] != "qa":
+        if meta["kind"] in INPUT:
             raise HTTPException(409, f"task {task_id!r} is a {meta['kind']} task; use /classify")
         too_large("context characters", len(body.context), self.settings.max_context_chars)
         check_texts(self.settings, [body.question], "question")
-        handle = self._model("qa").options(multiplexed_model_id=f"{task_id}@{meta['version']}")
+        handle = self._model(QA.name).options(multiplexed_model_id=f"{task_id}@{meta['version']}")
         try:
             result = await handle.answer.remote([(body.context, body.question)])  # its answers, or its refusal
         except (TaskNotFound, CorruptTask) as err:

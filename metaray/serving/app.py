@@ -25,7 +25,8 @@ from ray import serve
 
 from metaray.config import ConfigError, build
 from metaray.core import InnerConfig
-from metaray.distributed.memory import process_memory
+from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named
+from metaray.runtime import process_memory
 from metaray.serving.api import api
 from metaray.serving.store import TaskStore
 from metaray.serving.tasks import AnswerRequest, ClassifyRequest, TaskAnswerer, TaskClassifier
@@ -73,7 +74,7 @@ class ServeSettings:
 
     def budget(self, kind: str) -> InnerConfig:
         """The adaptation budget of a task of `kind`."""
-        return {"qa": self.qa_adapt, "image": self.image_adapt}.get(kind, self.adapt)
+        return getattr(self, kind_named(kind).budget_setting)
 
 
 def settings_from(args: dict) -> ServeSettings:
@@ -95,8 +96,8 @@ class Classifier:
     """One frozen encoder per replica; adapts tasks and classifies for them. Deployed
     twice: for texts ("Classifier") and for images ("ImageClassifier", kind "image")."""
 
-    def __init__(self, settings: ServeSettings, kind: str = "classify") -> None:
-        checkpoint = settings.checkpoint if kind == "classify" else settings.image_checkpoint
+    def __init__(self, settings: ServeSettings, kind: str = CLASSIFY.name) -> None:
+        checkpoint = getattr(settings, kind_named(kind).checkpoint_setting)
         self.model = TaskClassifier(checkpoint, settings.budget(kind), settings.threads, kind)
         self.load_task = task_loader(
             TaskStore(settings.store),
@@ -137,7 +138,7 @@ class Answerer:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.model = TaskAnswerer(
-            settings.qa_checkpoint, settings.budget("qa"), settings.long_context, settings.threads
+            settings.qa_checkpoint, settings.budget(QA.name), settings.long_context, settings.threads
         )
         self.load_task = task_loader(
             TaskStore(settings.store),
@@ -170,7 +171,7 @@ def application(args: dict, deployments: list[dict] | None = None):
     images = None
     if settings.image_checkpoint:
         images = Classifier.options(**{"name": "ImageClassifier", **options.get("ImageClassifier", {})})
-        images = images.bind(settings, "image")
+        images = images.bind(settings, IMAGE.name)
     return api.options(**options.get("Ingress", {})).bind(settings, classifier, answerer, images)
 
 

@@ -4,10 +4,12 @@ replica's task errors (404 / 500)."""
 
 from fastapi import HTTPException
 
+from metaray.kinds import KINDS
 from metaray.serving.images import ImageError, decode_image
 from metaray.serving.store import TaskNotFound
 
-INPUT = {"classify": "text", "image": "image"}  # what a classifier's examples and requests carry, per kind
+# what a classifier's examples and requests carry, per kind (QA tasks carry triples)
+INPUT = {kind.name: kind.input_field for kind in KINDS.values() if kind.input_field}
 
 
 def too_large(what: str, n: int, limit: int) -> None:
@@ -32,7 +34,7 @@ def check_texts(settings, texts: list[str], field: str) -> None:
 
 def check_inputs(settings, kind: str, items: list[str], field: str) -> None:
     """Texts within `max_text_chars`; images (base64) decodable, within `max_image_bytes`."""
-    if kind == "classify":
+    if INPUT[kind] == "text":
         check_texts(settings, items, field)
         return
     for i, data in enumerate(items):

@@ -42,7 +42,7 @@ def serve_forever(config: dict, host: str | None, port: int | None) -> None:
     from ray import serve
 
     from metaray.config import RayConfig
-    from metaray.distributed.runners import connect
+    from metaray.runtime import connect
 
     connect(RayConfig(), embedded_cpus=os.cpu_count())  # $RAY_ADDRESS, else an embedded Ray on every core
     http = {"host": host or config["http"].get("host", "127.0.0.1"), "port": port or config["http"].get("port", 8000)}
@@ -63,6 +63,7 @@ def serve_forever(config: dict, host: str | None, port: int | None) -> None:
 
 def export_task(config: dict, task_id: str, out: str) -> Path:
     """`metaray export`: the task's latest version as a PEFT prompt-tuning adapter."""
+    from metaray.kinds import CLASSIFY
     from metaray.models import resolve_backbone
     from metaray.serving.peft_export import export_peft
     from metaray.serving.store import TaskNotFound, TaskStore
@@ -73,7 +74,7 @@ def export_task(config: dict, task_id: str, out: str) -> Path:
     if not store.exists(task_id) or not store.latest_version(task_id):
         raise TaskNotFound(f"no task {task_id!r} in {store.root}")
     task = store.read(task_id)
-    if task.meta["kind"] != "classify":
+    if task.meta["kind"] != CLASSIFY.name:
         raise ConfigError(f"task {task_id!r} is a {task.meta['kind']} task; export writes classification tasks")
-    _, model_cfg, classifier = served_model(settings.checkpoint, "classify")
+    _, model_cfg, classifier = served_model(settings.checkpoint, CLASSIFY.name)
     return export_peft(task, classifier.encoder, resolve_backbone(model_cfg).where, out)

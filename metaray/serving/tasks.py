@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from metaray.checkpoint import CheckpointError, load_checkpoint
-from metaray.config import ExperimentConfig, ModelConfig, build
+from metaray.config import ModelConfig, experiment_from_dict
 from metaray.core import InnerConfig, adapt, cosine_logits, prototypes
 from metaray.core.adapt import AdaptResult
 from metaray.data import Episode, QAEpisode, QAItem
-from metaray.models import ContextTooLong, PromptedClassifier, PromptedQA, load_for, prompted_model
+from metaray.kinds import CLASSIFY, QA, kind_named, kind_of
+from metaray.models import ContextTooLong, PromptedClassifier, PromptedQA
 from metaray.serving.images import decode_image
 
 MAX_BYTES = 1 << 40  # images were checked against the limit at the ingress
@@ -51,10 +52,15 @@ def served_model(
     round; a checkpoint of another task kind is refused by name. `pixels`: how an image
     model turns its inputs (base64 images, for serving) into pixels."""
     state, meta = load_checkpoint(checkpoint, "latest")
-    cfg = build(ExperimentConfig, meta["config"])
+    cfg = experiment_from_dict(meta["config"])
     if cfg.kind != kind:
         raise CheckpointError(f"{checkpoint} is a {cfg.kind} checkpoint; a {kind} model needs a {kind} run")
-    return state["meta_prompt"], cfg.model, prompted_model(cfg, *load_for(kind, cfg.model), pixels=pixels)
+    task_kind = kind_of(cfg)
+    return (
+        state["meta_prompt"],
+        cfg.model,
+        task_kind.prompted_model(cfg, *task_kind.load_backbone(cfg.model), pixels=pixels),
+    )
 
 
 def _metrics(inner: InnerConfig, result: AdaptResult, start: float) -> dict:
@@ -70,11 +76,12 @@ class TaskClassifier:
     """The frozen encoder (loaded once) and θ from a meta-training checkpoint; of texts,
     or (kind "image") of base64 images, which it decodes itself."""
 
-    def __init__(self, checkpoint: str, inner: InnerConfig, threads: int = 1, kind: str = "classify") -> None:
+    def __init__(self, checkpoint: str, inner: InnerConfig, threads: int = 1, kind: str = CLASSIFY.name) -> None:
         torch.set_num_threads(threads)
         # an adaptation reads its support images at every inner step: decode each once
         decoded = functools.lru_cache(maxsize=1024)(lambda data: decode_image(data, MAX_BYTES))
-        pixels = None if kind == "classify" else lambda images: np.stack([decoded(i) for i in images])
+        images = kind_named(kind).input_field == "image"
+        pixels = (lambda data: np.stack([decoded(i) for i in data])) if images else None
         self.meta_prompt, _, self.classifier = served_model(checkpoint, kind, pixels)
         self.inner = inner
 
@@ -119,7 +126,7 @@ class TaskAnswerer:
 
     def __init__(self, checkpoint: str, inner: InnerConfig, long_context: str = "refuse", threads: int = 1) -> None:
         torch.set_num_threads(threads)
-        self.meta_prompt, _, self.qa = served_model(checkpoint, "qa")
+        self.meta_prompt, _, self.qa = served_model(checkpoint, QA.name)
         self.inner, self.long_context = inner, long_context
 
     def adapt(self, examples: list[dict], steps: int | None = None) -> tuple[dict, dict]:

@@ -7,7 +7,7 @@ space:                             # dotted config paths -> distributions
   meta.outer_lr: {uniform: [0.1, 1.0]}
   meta.inner.steps: {int: [1, 8]}  # integers low..high, both included
   prompt.length: {choice: [4, 8, 16]}
-metric: meta_val_acc               # what the trainer reports at each meta-validation
+metric: meta_val_score             # what the trainer reports at each meta-validation
 mode: max
 num_samples: 8
 scheduler: {type: asha, grace_period: 2, reduction_factor: 2}   # or {type: none}
@@ -28,7 +28,8 @@ import yaml
 from ray import tune
 
 from metaray.config import ConfigError, ExperimentConfig, _number, _suggest, build, load_config
-from metaray.distributed import REPORTED_METRICS
+from metaray.distributed.driver import LEGACY_METRICS, REPORTED_METRICS
+from metaray.kinds import kind_of
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SEARCHES = ("random", "optuna")
@@ -46,7 +47,7 @@ class SweepSpec:
     base: str
     space: dict[str, dict] = field(default_factory=dict)  # dotted path -> {kind: args}
     overrides: tuple[str, ...] = ()
-    metric: str = "meta_val_acc"
+    metric: str = "meta_val_score"
     mode: str = "max"
     num_samples: int = 8
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
@@ -97,14 +98,15 @@ def check_sweep(spec: SweepSpec, extra: tuple[str, ...] = ()) -> dict[str, Any]:
         space[path], probes = distribution(path, entry)
         for value in probes:
             try:
-                trial_config(spec, {path: value}, extra)
+                kind_of(trial_config(spec, {path: value}, extra))
             except ConfigError as err:
                 raise ConfigError(f"space.{path} = {value!r}: {err}") from err
     cfg = trial_config(spec, {}, extra)
+    kind_of(cfg)
     if spec.metric not in REPORTED_METRICS:
         raise ConfigError(f"metric {spec.metric!r} is never reported{_suggest(spec.metric, REPORTED_METRICS)}")
-    if spec.metric == "meta_val_acc" and not cfg.meta.eval_every:
-        raise ConfigError("metric meta_val_acc needs meta.eval_every > 0 (it is reported at each meta-validation)")
+    if spec.metric == "meta_val_score" and not cfg.meta.eval_every:
+        raise ConfigError("metric meta_val_score needs meta.eval_every > 0 (it is reported at each meta-validation)")
     if spec.mode not in ("max", "min"):
         raise ConfigError(f"mode must be max or min, got {spec.mode!r}")
     if spec.num_samples < 1:
@@ -129,6 +131,7 @@ def load_sweep(path: str | Path, output: str | None = None, num_samples: int | N
         tree["output"] = output
     if num_samples:
         tree["num_samples"] = num_samples
+    tree["metric"] = LEGACY_METRICS.get(tree.get("metric"), tree.get("metric", "meta_val_score"))  # old sweep files
     space = tree.pop("space", None) or {}
     if not isinstance(space, dict):
         raise ConfigError(f"space must map dotted config paths to distributions, got {space!r}")

@@ -132,7 +132,7 @@ def server(data_dir, tiny_lm_dir, tmp_path_factory):
 def examples(corpus, classes, per_class, skip=0):
     by_class = corpus.indices_by_class()
     return [
-        {"text": corpus.texts[i], "label": corpus.label_names[c]}
+        {"text": corpus.inputs[i], "label": corpus.label_names[c]}
         for c in classes
         for i in by_class[c][skip : skip + per_class]
     ]
@@ -246,7 +246,7 @@ def test_bounded_load_has_no_failures_and_loses_no_feedback(server, corpus):
     support = examples(corpus, [20, 21, 22], 2)
     assert server.post("/v1/tasks", {"kind": "classify", "id": "load", "examples": support}, headers=AUTH).ok
     labels = sorted({e["label"] for e in support})
-    texts = [corpus.texts[i] for i in range(200)]
+    texts = [corpus.inputs[i] for i in range(200)]
 
     def call(i):
         if i % 10 == 0:
@@ -308,7 +308,7 @@ def drawing(data_dir):
         "omniglot/test", source_config(load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}"]))
     )
     by_class = test.indices_by_class()
-    return lambda c, k: encode_image(omniglot_pixels([test.texts[by_class[c][k]]], data_dir)[0])
+    return lambda c, k: encode_image(omniglot_pixels([test.inputs[by_class[c][k]]], data_dir)[0])
 
 
 def test_image_tasks_classify_drawings_and_refuse_bad_images(server, drawing):

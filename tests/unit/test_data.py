@@ -12,8 +12,8 @@ def sources(data_dir):
 
 
 def test_corpora_have_the_published_sizes(sources):
-    assert len(load_corpus("banking77", sources).texts) == 3080
-    assert len(load_corpus("banking77/train", sources).texts) == 10003
+    assert len(load_corpus("banking77", sources).inputs) == 3080
+    assert len(load_corpus("banking77/train", sources).inputs) == 10003
     assert len(load_corpus("snips", sources).label_names) == 7
     sizes = [len(load_corpus(f"clinc150/{s}", sources).label_names) for s in ("train", "val", "test")]
     assert sizes == [105, 15, 30] and sum(sizes) == 150
@@ -28,19 +28,19 @@ def test_episodes_are_deterministic(sources):
     corpus = load_corpus("clinc150/train", sources)
     spec = TaskSpec("clinc150/train", 17, 5, 3, 4, seed=3)
     a, b = sample_episode(spec, corpus), sample_episode(spec, corpus)
-    assert a.support_texts == b.support_texts and a.query_texts == b.query_texts
+    assert a.support_inputs == b.support_inputs and a.query_inputs == b.query_inputs
     assert np.array_equal(a.query_labels, b.query_labels)
     other = sample_episode(TaskSpec("clinc150/train", 18, 5, 3, 4, seed=3), corpus)
-    assert other.support_texts != a.support_texts
-    assert len(a.support_texts) == 15 and len(a.query_texts) == 20 and a.n_classes == 5
-    assert not set(a.support_texts) & set(a.query_texts)
+    assert other.support_inputs != a.support_inputs
+    assert len(a.support_inputs) == 15 and len(a.query_inputs) == 20 and a.n_classes == 5
+    assert not set(a.support_inputs) & set(a.query_inputs)
 
 
 def test_full_label_protocol_uses_train_for_support_and_test_for_query(sources):
     spec = TaskSpec("banking77", 0, 0, 5, 0, 0, "banking77/train")
     episode = sample_episode(spec, load_corpus("banking77", sources), load_corpus("banking77/train", sources))
-    assert episode.n_classes == 77 and len(episode.support_texts) == 385 and len(episode.query_texts) == 3080
-    assert set(episode.support_texts) <= set(load_corpus("banking77/train", sources).texts)
+    assert episode.n_classes == 77 and len(episode.support_inputs) == 385 and len(episode.query_inputs) == 3080
+    assert set(episode.support_inputs) <= set(load_corpus("banking77/train", sources).inputs)
 
 
 def test_same_domain_episodes_draw_all_classes_from_one_domain(sources):

@@ -16,12 +16,12 @@ def test_omniglot_has_8_alphabets_242_characters_split_by_alphabet(data_dir):
     src = source_config(load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}"]))
     corpora = {split: load_corpus(f"omniglot/{split}", src) for split in ("train", "val", "test")}
     assert sum(len(c.label_names) for c in corpora.values()) == 242  # Greek and Latin read once
-    assert sum(len(c.texts) for c in corpora.values()) == 242 * 20
+    assert sum(len(c.inputs) for c in corpora.values()) == 242 * 20
     alphabets = {s: {n.split("/")[0] for n in c.label_names} for s, c in corpora.items()}
     assert alphabets["test"] == {"Korean", "Sanskrit", "Tagalog"} and alphabets["val"] == {"Early_Aramaic"}
     assert len(alphabets["train"]) == 4 and not alphabets["train"] & (alphabets["test"] | alphabets["val"])
     assert all(np.bincount(c.labels).tolist() == [20] * len(c.label_names) for c in corpora.values())
-    pixels = omniglot_pixels(corpora["test"].texts[:3], data_dir)
+    pixels = omniglot_pixels(corpora["test"].inputs[:3], data_dir)
     assert pixels.shape == (3, 105, 105) and pixels.dtype == np.uint8 and set(np.unique(pixels)) == {0, 255}
 
 
@@ -32,15 +32,15 @@ def test_rotations_make_new_meta_train_classes_only(data_dir):
     src = sources("data.omniglot_rotations=true")
     train, test = load_corpus("omniglot/train", src), load_corpus("omniglot/test", src)
     plain = load_corpus("omniglot/train", sources())
-    assert len(train.label_names) == 4 * len(plain.label_names) and len(train.texts) == 4 * len(plain.texts)
+    assert len(train.label_names) == 4 * len(plain.label_names) and len(train.inputs) == 4 * len(plain.inputs)
     assert np.bincount(train.labels).tolist() == [20] * len(train.label_names)
     assert not any("@" in name for name in test.label_names)
-    turned = f"{plain.texts[0]}@90"
-    assert train.label_names[train.labels[train.texts.index(turned)]] == f"{plain.label_names[plain.labels[0]]}@90"
-    original, rotated = omniglot_pixels([plain.texts[0], turned], data_dir)
+    turned = f"{plain.inputs[0]}@90"
+    assert train.label_names[train.labels[train.inputs.index(turned)]] == f"{plain.label_names[plain.labels[0]]}@90"
+    original, rotated = omniglot_pixels([plain.inputs[0], turned], data_dir)
     assert np.array_equal(rotated, np.rot90(original)) and not np.array_equal(rotated, original)
     with pytest.raises(DataError, match="@45"):
-        omniglot_pixels([f"{plain.texts[0]}@45"], data_dir)
+        omniglot_pixels([f"{plain.inputs[0]}@45"], data_dir)
 
 
 class TinyCNN(torch.nn.Module):

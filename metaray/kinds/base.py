@@ -1,0 +1,123 @@
+"""What every task kind shares: the config rules common to all, and the classifier
+kinds' data side (classify and image tasks are N-way K-shot episodes of a corpus)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from metaray.config import ConfigError, EvalConfig, ExperimentConfig
+from metaray.data import DataRegistry, Episode, TaskSpec, check_feasible, sample_episode
+
+
+def require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class KindRules:
+    """The settings a kind takes: eval methods of its own (beyond the prompt methods every
+    kind runs), whether prompts may start from a vocabulary, warped views, bf16, the
+    full-label protocol and sharded mode."""
+
+    own_methods: tuple[str, ...]
+    text_inits: bool = True
+    views: bool = False
+    bf16: bool = False
+    full_protocol: bool = False
+    sharded: bool = True
+    regions: bool = False  # prompt.region (a visual prompt's pixels)
+
+
+PROMPT_METHODS = ("random", "multitask", "reptile", "fomaml")
+TEXT_INITS = ("text", "vocab")  # prompt inits (and eval methods) from a vocabulary
+
+
+def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
+    """Refuse settings `kind` cannot take, naming the setting and what to set instead."""
+    methods = rules.own_methods + PROMPT_METHODS + (TEXT_INITS if rules.text_inits else ())
+    for method in cfg.eval.methods:
+        require(
+            method in methods,
+            f"eval.methods: {method!r} is not a method for kind={kind} (its methods: {', '.join(methods)}); set "
+            "eval.methods (configs/qa.yaml and configs/omniglot.yaml are presets for the other kinds)",
+        )
+    require(
+        rules.text_inits or cfg.prompt.init not in TEXT_INITS,
+        f"kind={kind}: a visual prompt has no vocabulary; set prompt.init=random, not {cfg.prompt.init!r}",
+    )
+    require(
+        rules.regions or cfg.prompt.region == "frame",
+        f"prompt.region is for visual prompts (kind=image); unset it for kind={kind}",
+    )
+    for section, inner in (("meta", cfg.meta.inner), ("eval", cfg.eval.inner)):
+        require(
+            rules.views or not inner.views,
+            f"{section}.inner.views: warped views are for images (kind=image); set it to 0 for kind={kind}",
+        )
+    require(
+        rules.bf16 or cfg.model.compute_dtype == "fp32",
+        f"model.compute_dtype: bf16 is for the causal LM (kind=qa); unset it for kind={kind}",
+    )
+    require(
+        rules.full_protocol or cfg.eval.protocol == "episodes",
+        f"kind={kind} evaluates episodes; set eval.protocol=episodes",
+    )
+    require(
+        rules.sharded or not cfg.sharded.enabled,
+        f"sharded mode partitions Hugging Face backbones; kind={kind} runs on actors",
+    )
+
+
+def family_of_kind(registry: DataRegistry, name: str, kind: str):
+    """The family `name`, refused where it is of another kind."""
+    family = registry.family(name)
+    require(
+        family.kind == kind,
+        f"{name!r} is a {family.kind} family, and kind={kind}; set kind={family.kind} or pick a {kind} family",
+    )
+    return family
+
+
+class CorpusTasks:
+    """N-way K-shot episodes of labelled corpora (classify and image kinds)."""
+
+    def family_size(self, registry: DataRegistry, name: str, n_way: int, k_shot: int, needed: int, same_group=False):
+        """The family's classes, after checking it can supply `n_way` classes of `needed` examples."""
+        family_of_kind(registry, name, self.name)
+        corpus = registry.corpus(name)
+        check_feasible(corpus, n_way, needed, same_group)
+        return len(corpus.label_names)
+
+    def task_ways(self, n_way: int) -> int:
+        return n_way
+
+    def episode(self, registry: DataRegistry, spec: TaskSpec) -> Episode:
+        support = registry.corpus(spec.support_family) if spec.support_family else None
+        return sample_episode(spec, registry.corpus(spec.family), support)
+
+    def test_specs(self, registry: DataRegistry, ev: EvalConfig, shot: int) -> list[TaskSpec]:
+        """Support draws of every class (full protocol; the support set from the family's
+        train part) or N-way episodes."""
+        if ev.protocol == "episodes":
+            return [TaskSpec(ev.target, i, ev.n_way, shot, ev.q_query, ev.seed) for i in range(ev.episodes)]
+        support = registry.family(ev.target).support
+        require(
+            bool(support),
+            f"eval.protocol=full draws support examples from a family's train file, and {ev.target!r} has none; "
+            "set eval.protocol=episodes or a target such as banking77, trec/test or hint3/BOT/test",
+        )
+        return [TaskSpec(ev.target, d, 0, shot, ev.query_per_class, ev.seed, support) for d in range(ev.draws)]
+
+    def check_target(self, registry: DataRegistry, ev: EvalConfig) -> None:
+        if ev.protocol == "episodes":
+            self.family_size(registry, ev.target, ev.n_way, max(ev.shots), max(ev.shots) + ev.q_query)
+            return
+        family_of_kind(registry, ev.target, self.name)
+        for spec in self.test_specs(registry, ev, max(ev.shots))[:1]:
+            registry.corpus(spec.family), registry.corpus(spec.support_family)
+
+    def setting_name(self, registry: DataRegistry, ev: EvalConfig, shot: int) -> str:
+        """`77-way 5-shot` (full: every class of the target) or `5-way 1-shot`."""
+        ways = len(registry.corpus(ev.target).label_names) if ev.protocol == "full" else ev.n_way
+        return f"{ways}-way {shot}-shot"

@@ -1,0 +1,40 @@
+"""kind: classify — intent (or any text) classification with a frozen encoder.
+
+The prompted model is `PromptedClassifier` over `PromptedEncoder`; its scores are query
+accuracy per head (prototypes `proto`, linear probe `probe`), meta-validation selects on
+prototypes. Tasks are N-way K-shot episodes of a text corpus, or every class of it (the
+full-label protocol). Served tasks carry texts (`text` fields).
+"""
+
+from __future__ import annotations
+
+from metaray.config import ExperimentConfig, ModelConfig
+from metaray.kinds.base import CorpusTasks, KindRules, check_rules
+from metaray.models.backbone import check_backbone, load_backbone
+from metaray.models.classifier import HEADS, PromptedClassifier
+from metaray.models.encoder import PromptedEncoder
+
+
+class ClassifyKind(CorpusTasks):
+    name = "classify"
+    metrics = HEADS
+    primary_metric = "proto"
+    rules = KindRules(own_methods=("protonet", "linear_probe"), full_protocol=True)
+    hugging_face = True  # its backbone can be shared through the object store
+    # serving: the field examples and requests carry, the settings of its model and budget
+    input_field, checkpoint_setting, budget_setting = "text", "checkpoint", "adapt"
+
+    def check_config(self, cfg: ExperimentConfig) -> None:
+        check_rules(self.name, self.rules, cfg)
+
+    def check_backbone(self, cfg: ModelConfig) -> None:
+        check_backbone(cfg)
+
+    def load_backbone(self, cfg: ModelConfig):
+        return load_backbone(cfg)
+
+    def prompted_model(self, cfg: ExperimentConfig, tokenizer, model, lockstep=False, pixels=None):
+        return PromptedClassifier(PromptedEncoder(cfg.model, tokenizer, model))
+
+
+CLASSIFY = ClassifyKind()

@@ -1,0 +1,42 @@
+"""kind: image — few-shot image classification with a frozen CNN or vision transformer.
+
+The prompted model is `PromptedClassifier` over `PromptedVisionEncoder` (a visual prompt:
+learnable pixels, `prompt.region`); scores and episodes as for text classification, with
+warped support views (`inner.views`) and the fine-tuning baseline. Inputs are image ids,
+turned into pixels by the data registry; served tasks carry base64 images (`image`).
+"""
+
+from __future__ import annotations
+
+from metaray.config import ExperimentConfig, ModelConfig
+from metaray.kinds.base import CorpusTasks, KindRules, check_rules
+from metaray.models.classifier import HEADS, PromptedClassifier
+from metaray.models.image_backbone import check_image_backbone, load_image_backbone
+from metaray.models.vision import PromptedVisionEncoder
+
+
+class ImageKind(CorpusTasks):
+    name = "image"
+    metrics = HEADS
+    primary_metric = "proto"
+    rules = KindRules(
+        own_methods=("protonet", "linear_probe", "finetune"), text_inits=False, views=True, sharded=False, regions=True
+    )
+    hugging_face = False  # EfficientNet-Lite and wrapped vision models: each actor loads its own
+    input_field, checkpoint_setting, budget_setting = "image", "image_checkpoint", "image_adapt"
+
+    def check_config(self, cfg: ExperimentConfig) -> None:
+        check_rules(self.name, self.rules, cfg)
+
+    def check_backbone(self, cfg: ModelConfig) -> None:
+        check_image_backbone(cfg)
+
+    def load_backbone(self, cfg: ModelConfig):
+        return load_image_backbone(cfg)
+
+    def prompted_model(self, cfg: ExperimentConfig, tokenizer, model, lockstep=False, pixels=None):
+        p = cfg.prompt
+        return PromptedClassifier(PromptedVisionEncoder(cfg.model, model, pixels, p.length, p.region))
+
+
+IMAGE = ImageKind()
