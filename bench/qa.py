@@ -30,6 +30,7 @@ import ray
 from meta_runs import algorithms, checkpoints_override, evaluate_each_at, select_inner_lr, train_each
 
 from metaray.config import load_config
+from metaray.data import DataRegistry
 from metaray.distributed import make_runner
 from metaray.eval import NO_PROMPT, format_table, write_result
 
@@ -43,7 +44,7 @@ LR_GRID = [0.01, 0.03, 0.1]  # each adapted method's eval.inner.lr is chosen fro
 def val_overrides(cfg, methods: list[str]) -> list[str]:
     """The evaluation on the meta-val articles (one episode each, all their other questions
     as queries, as on test), after the full budget only."""
-    n_articles = cfg.data.xquad_val_articles
+    n_articles = len(DataRegistry.from_config(cfg.data).load(cfg.data.meta_val))
     return [
         f"eval.target={cfg.data.meta_val}",
         f"eval.episodes={n_articles}",

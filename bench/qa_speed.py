@@ -21,11 +21,10 @@ from pathlib import Path
 import torch
 
 from metaray.config import DTYPES, load_config
-from metaray.data import load_articles
+from metaray.data import DataRegistry
 from metaray.data.squad import qa_episode
-from metaray.distributed.adapter import source_config
 from metaray.eval import write_result
-from metaray.models import load_for, prompted_model
+from metaray.kinds import QA
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "qa.yaml"
@@ -45,12 +44,12 @@ def main() -> None:
     torch.set_num_threads(1)
     overrides = sys.argv[1:]
     cfg = load_config(CONFIG, overrides)
-    tokenizer, model = load_for("qa", cfg.model)
-    support, query = qa_episode(load_articles(cfg.data.meta_val, source_config(cfg))[0], cfg.data.k_shot, 0, 0)
+    tokenizer, model = QA.load_backbone(cfg.model)
+    support, query = qa_episode(DataRegistry.from_config(cfg.data).load(cfg.data.meta_val)[0], cfg.data.k_shot, 0, 0)
     out: dict = {"questions": len(query), "distinct_contexts": len({q.context for q in query}), "dtypes": {}}
     answers: dict[str, list[str]] = {}
     for dtype in DTYPES:
-        qa = prompted_model(load_config(CONFIG, [*overrides, f"model.compute_dtype={dtype}"]), tokenizer, model)
+        qa = QA.prompted_model(load_config(CONFIG, [*overrides, f"model.compute_dtype={dtype}"]), tokenizer, model)
         prompt = qa.init_prompt(cfg.prompt)
         leaf = prompt.clone().requires_grad_(True)
 

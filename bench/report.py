@@ -18,7 +18,8 @@ def main() -> None:
     print(f"machine: {result['machine']}; date: {result['date']}")
     for name, run in result["training"].items():
         print(
-            f"train {name}: {run['seconds']:.0f} s, best meta-val {run.get('best_meta_val_score', run.get('best_meta_val_acc')):.1f} ({run['command']})"
+            f"train {name}: {run['seconds']:.0f} s, "
+            f"best meta-val {run.get('best_meta_val_score', run.get('best_meta_val_acc')):.1f} ({run['command']})"
         )
     for name, evaluation in result["evaluations"].items():
         print(f"\n## {name}  ({evaluation['command']}, {evaluation['seconds']:.0f} s)")

@@ -33,10 +33,8 @@ import ray
 import torch
 from ray import serve
 
-from metaray.config import load_config
 from metaray.core import InnerConfig
-from metaray.data import load_corpus
-from metaray.distributed.adapter import source_config
+from metaray.data import DataRegistry
 from metaray.eval import write_result
 from metaray.serving.app import application
 from metaray.serving.tasks import ClassifyRequest, TaskClassifier
@@ -124,7 +122,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
     args = parser.parse_args()
-    corpus = load_corpus("banking77", source_config(load_config(None, [f"data.data_dir={args.data_dir}"])))
+    corpus = DataRegistry(args.data_dir).corpus("banking77")
     texts = list(corpus.inputs[:2000])
     labels = [corpus.label_names[y] for y in corpus.labels[:2000]]
     result: dict = {"raw_texts_per_s": raw_throughput(args.checkpoint, texts, labels)}

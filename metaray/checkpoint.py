@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from safetensors.torch import load, save
 
+from metaray.errors import MetarayError
 from metaray.storage import RunStore, StorageError
 
 STATE_FILE = "state.safetensors"
 META_FILE = "meta.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MetarayError, ValueError):
     """A checkpoint that cannot be read; the message names the path."""
 
 

@@ -3,6 +3,7 @@
 metaray train CONFIG [section.key=value ...] [--resume]
 metaray eval  CONFIG [section.key=value ...] [--out FILE]
 metaray tune  SWEEP  [section.key=value ...] [--resume] [--num-samples N] [--output DIR]
+metaray data  CONFIG [section.key=value ...]
 metaray serve SERVE_CONFIG [key=value ...] [--host H] [--port P]
 metaray export SERVE_CONFIG TASK_ID OUT_DIR [key=value ...]
 """
@@ -14,27 +15,8 @@ import json
 import shlex
 import sys
 
-from metaray.checkpoint import CheckpointError
-from metaray.config import ConfigError, load_config
-from metaray.data import DataError
-from metaray.distributed.runners import ClusterUnreachable
-from metaray.distributed.zero import ShardedModeError
-from metaray.models import ModelLoadError
-from metaray.serving.peft_export import ExportError
-from metaray.serving.store import TaskNotFound
-from metaray.storage import StorageError
-
-USER_ERRORS = (
-    ConfigError,
-    DataError,
-    ModelLoadError,
-    CheckpointError,
-    ClusterUnreachable,
-    StorageError,
-    ShardedModeError,
-    TaskNotFound,
-    ExportError,
-)
+from metaray.config import load_config
+from metaray.errors import MetarayError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue output.dir's latest checkpoint (bit-identical to no stop)"
     )
     sub.choices["eval"].add_argument("--out", help="write the result JSON here (default: OUTPUT_DIR/eval.json)")
+    data = sub.add_parser("data", help="what the config's task families hold, and whether its episode shapes fit")
+    data.add_argument("config", help="experiment YAML (see configs/)")
+    data.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.sources.mine.path=intents.csv")
     tune = sub.add_parser("tune", help="search meta-hyperparameters with Ray Tune")
     tune.add_argument("config", help="sweep YAML (see tune_configs/)")
     tune.add_argument("overrides", nargs="*", help="dotted overrides of the base experiment, for every trial")
@@ -66,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("out", help="folder for adapter_config.json + adapter_model.safetensors")
     export.add_argument("overrides", nargs="*", help="overrides of the application's args, e.g. store=DIR")
     return parser
+
+
+def _data(args: argparse.Namespace) -> int:
+    from metaray.data_report import family_rows, format_rows
+
+    rows = family_rows(load_config(args.config, args.overrides))
+    print(format_rows(rows))
+    return 2 if any(r.problem for r in rows) else 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -111,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "data":
+            return _data(args)
         cfg = load_config(args.config, args.overrides)
         if args.command == "train":
             from metaray.distributed import train
@@ -125,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or f"{cfg.output.dir.rstrip('/')}/eval.json"
             write_result(result, out, "metaray " + shlex.join(sys.argv[1:] if argv is None else argv))
             print(f"\nwrote {out}")
-    except USER_ERRORS as err:
+    except MetarayError as err:
         print(f"metaray: error: {err}", file=sys.stderr)
         return 2
     return 0

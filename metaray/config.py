@@ -21,6 +21,7 @@ import yaml
 from metaray.core.adapt import InnerConfig
 from metaray.core.outer import OUTER_ALGORITHMS, OUTER_OPTIMIZERS
 from metaray.core.prompt import PROMPT_INITS
+from metaray.errors import MetarayError
 from metaray.storage import is_uri, local_copy
 
 DATA_DIR_ENV = "METARAY_DATA_DIR"
@@ -49,7 +50,7 @@ LEGACY_DATA_KEYS = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(MetarayError, ValueError):
     """A config file or override that cannot be used; the message says what to change."""
 
 

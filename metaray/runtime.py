@@ -16,6 +16,7 @@ from pathlib import Path
 import ray
 
 from metaray.config import RayConfig
+from metaray.errors import MetarayError
 
 MIB = 1024 * 1024
 
@@ -47,7 +48,7 @@ def process_memory(pid: int | str = "self") -> dict[str, float]:
     }
 
 
-class ClusterUnreachable(ConnectionError):
+class ClusterUnreachable(MetarayError, ConnectionError):
     """The configured Ray address does not answer; the message names it."""
 
 

@@ -17,10 +17,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from metaray.errors import MetarayError
+
 CACHE_ENV = "METARAY_CACHE"  # where copies of remote data folders go (default ~/.cache/metaray)
 
 
-class StorageError(OSError):
+class StorageError(MetarayError, OSError):
     """A path or URI that cannot be opened or read; the message names it."""
 
 

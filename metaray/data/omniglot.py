@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from metaray.data.sources import BuiltinSource, Corpus, DataError
+from metaray.data.sources import BuiltinSource, Corpus, DataError, held_out_split
 
 ARCHIVES = {
     "small": ("omniglot/images_background_small1.zip", "omniglot/images_background_small2.zip"),
@@ -99,17 +99,9 @@ class Omniglot(BuiltinSource):
     def load(self, split: str) -> Corpus:
         keys = sorted(self.images())
         alphabets = sorted({k.split("/")[0] for k in keys})
-        unknown = set(self.val_alphabets + self.test_alphabets) - set(alphabets)
-        if unknown:
-            raise DataError(
-                f"unknown Omniglot alphabet(s) {sorted(unknown)} in data.sources.{self.name}.*_alphabets "
-                f"(archive {self.archive}); valid: {alphabets}"
-            )
         held_out = {"val": self.val_alphabets, "test": self.test_alphabets}
-        if split == "train":
-            chosen = [a for a in alphabets if a not in held_out["val"] + held_out["test"]]
-        else:
-            chosen = list(held_out[split])
+        where = f"data.sources.{self.name}.*_alphabets (Omniglot, archive {self.archive})"
+        chosen = held_out_split(alphabets, held_out, split, where)
         keys = [k for k in keys if k.split("/")[0] in chosen]
         if split == "train" and self.rotations:  # each turned character a class (Santoro et al. 2016)
             keys += [f"{k}{ROTATED}{r}" for r in ROTATIONS for k in keys]

@@ -20,8 +20,10 @@ from typing import ClassVar
 
 import numpy as np
 
+from metaray.errors import MetarayError
 
-class DataError(ValueError):
+
+class DataError(MetarayError, ValueError):
     """Missing or unusable data; the message names the path or setting to change."""
 
 
@@ -74,6 +76,17 @@ def _decoded(path: Path) -> str:
         return raw.decode("latin-1")
 
 
+def held_out_split(names: list[str], held_out: dict[str, tuple[str, ...]], split: str, setting: str) -> list[str]:
+    """The names (domains, alphabets) of `split`: those named for val or test in
+    `held_out`, all the others for train; a name that is not in `names` is refused."""
+    unknown = set(held_out["val"] + held_out["test"]) - set(names)
+    if unknown:
+        raise DataError(f"unknown name(s) {sorted(unknown)} in {setting}; valid: {sorted(names)}")
+    if split == "train":
+        return [n for n in names if n not in held_out["val"] + held_out["test"]]
+    return list(held_out[split])
+
+
 @dataclass(frozen=True)
 class BuiltinSource:
     """A built-in data set under `root`: `SPLITS` maps each family suffix ("" is the bare
@@ -105,17 +118,8 @@ class Clinc150(BuiltinSource):
         root = self.folder() / "clinc150"
         full = json.loads(require(root / "data_full.json").read_text())
         domains: dict[str, list[str]] = json.loads(require(root / "domains.json").read_text())
-        unknown = set(self.val_domains + self.test_domains) - set(domains)
-        if unknown:
-            raise DataError(
-                f"unknown CLINC150 domain(s) {sorted(unknown)} in data.sources.{self.name}.*_domains; "
-                f"valid: {sorted(domains)}"
-            )
         held_out = {"val": self.val_domains, "test": self.test_domains}
-        if split == "train":
-            chosen = [d for d in domains if d not in held_out["val"] + held_out["test"]]
-        else:
-            chosen = list(held_out[split])
+        chosen = held_out_split(list(domains), held_out, split, f"data.sources.{self.name}.*_domains (CLINC150)")
         intents = sorted(i for d in chosen for i in domains[d])
         domain_of = {i: chosen.index(d) for d in chosen for i in domains[d]}
         rows = [(t, i) for part in ("train", "val", "test") for t, i in full[part] if i in domain_of]

@@ -3,7 +3,7 @@
     data:
       sources:
         tickets: {format: csv, path: tickets.csv, text_column: body, label_column: queue, test_classes: 10}
-        faq: {format: qa, path: faq.jsonl, val_articles: 2, test_articles: 4}
+        faq: {format: squad, path: faq.jsonl, val_articles: 2, test_articles: 4}
         shapes: {format: images, path: shapes.zip, test_groups: [hand_drawn]}
 
 A source offers the family `NAME` (everything in `path`) and, where the options ask for
@@ -62,6 +62,9 @@ def class_split(corpus: Corpus, split: str, counts: tuple[int, int], seed: int, 
     the named (val, test) group lists; train: all the others."""
     n = len(corpus.label_names)
     if groups is not None:
+        both = set(groups[1]) & set(groups[2])
+        if both:
+            raise DataError(f"{corpus.name}: group(s) {sorted(both)} named for both val and test; name each once")
         part = {
             s: {i for i, g in enumerate(groups[0]) if g in names}
             for s, names in zip(("val", "test"), groups[1:], strict=True)
@@ -216,7 +219,7 @@ class ImageSource(UserSource):
         return class_split(whole, split, (self.val_classes, self.test_classes), self.split_seed, groups)
 
 
-USER_FORMATS = {**{f: TableSource for f in TABLE_FORMATS}, "qa": QASource, "images": ImageSource}
+USER_FORMATS = {**{f: TableSource for f in TABLE_FORMATS}, "squad": QASource, "images": ImageSource}
 
 
 @lru_cache(maxsize=8)

@@ -18,10 +18,10 @@ from metaray.config import ExperimentConfig, PromptConfig
 from metaray.core import InnerConfig, TaskUpdate, adapt, task_pseudo_gradient
 from metaray.data import DataRegistry, Episode, QAEpisode, TaskSpec
 from metaray.kinds import kind_of
-from metaray.runtime import process_memory
 from metaray.models import HEADS, SharedBackbone
 from metaray.models.backbone import backbone_config, import_backbone, import_model_code
 from metaray.models.finetune import finetune_scores
+from metaray.runtime import process_memory
 
 
 @dataclass

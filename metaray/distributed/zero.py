@@ -22,6 +22,7 @@ import torch
 
 from metaray.config import ExperimentConfig, ModelConfig, PromptConfig, ShardedConfig
 from metaray.distributed.adapter import EvalResult, TaskAdapter, TaskResult, tensor_digest
+from metaray.errors import MetarayError
 from metaray.kinds import kind_named, kind_of
 from metaray.models import resolve_backbone
 from metaray.runtime import process_memory
@@ -31,7 +32,7 @@ DEEPSPEED_EXTRA = "pip install 'metaray[deepspeed]'"
 MISSING_DEEPSPEED = f"sharded.enabled=true needs DeepSpeed, which is not installed: {DEEPSPEED_EXTRA}"
 
 
-class ShardedModeError(RuntimeError):
+class ShardedModeError(MetarayError, RuntimeError):
     """Sharded mode cannot run as asked (DeepSpeed missing, workers failed, work that
     cannot run in lockstep); the message says what to change."""
 

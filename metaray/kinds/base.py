@@ -79,7 +79,17 @@ def family_of_kind(registry: DataRegistry, name: str, kind: str):
     return family
 
 
-class CorpusTasks:
+class KindBase:
+    """What every kind object does the same way: its rules checked against a config."""
+
+    name: str
+    rules: KindRules
+
+    def check_config(self, cfg: ExperimentConfig) -> None:
+        check_rules(self.name, self.rules, cfg)
+
+
+class CorpusTasks(KindBase):
     """N-way K-shot episodes of labelled corpora (classify and image kinds)."""
 
     def family_size(self, registry: DataRegistry, name: str, n_way: int, k_shot: int, needed: int, same_group=False):

@@ -9,7 +9,7 @@ full-label protocol). Served tasks carry texts (`text` fields).
 from __future__ import annotations
 
 from metaray.config import ExperimentConfig, ModelConfig
-from metaray.kinds.base import CorpusTasks, KindRules, check_rules
+from metaray.kinds.base import CorpusTasks, KindRules
 from metaray.models.backbone import check_backbone, load_backbone
 from metaray.models.classifier import HEADS, PromptedClassifier
 from metaray.models.encoder import PromptedEncoder
@@ -23,9 +23,6 @@ class ClassifyKind(CorpusTasks):
     hugging_face = True  # its backbone can be shared through the object store
     # serving: the field examples and requests carry, the settings of its model and budget
     input_field, checkpoint_setting, budget_setting = "text", "checkpoint", "adapt"
-
-    def check_config(self, cfg: ExperimentConfig) -> None:
-        check_rules(self.name, self.rules, cfg)
 
     def check_backbone(self, cfg: ModelConfig) -> None:
         check_backbone(cfg)

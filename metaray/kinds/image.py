@@ -9,7 +9,7 @@ turned into pixels by the data registry; served tasks carry base64 images (`imag
 from __future__ import annotations
 
 from metaray.config import ExperimentConfig, ModelConfig
-from metaray.kinds.base import CorpusTasks, KindRules, check_rules
+from metaray.kinds.base import CorpusTasks, KindRules
 from metaray.models.classifier import HEADS, PromptedClassifier
 from metaray.models.image_backbone import check_image_backbone, load_image_backbone
 from metaray.models.vision import PromptedVisionEncoder
@@ -24,9 +24,6 @@ class ImageKind(CorpusTasks):
     )
     hugging_face = False  # EfficientNet-Lite and wrapped vision models: each actor loads its own
     input_field, checkpoint_setting, budget_setting = "image", "image_checkpoint", "image_adapt"
-
-    def check_config(self, cfg: ExperimentConfig) -> None:
-        check_rules(self.name, self.rules, cfg)
 
     def check_backbone(self, cfg: ModelConfig) -> None:
         check_image_backbone(cfg)

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 from metaray.config import EvalConfig, ExperimentConfig, ModelConfig
 from metaray.data import DataRegistry, QAEpisode, TaskSpec, check_articles, sample_qa_episode
-from metaray.kinds.base import KindRules, check_rules, family_of_kind
+from metaray.kinds.base import KindBase, KindRules, family_of_kind
 from metaray.models.backbone import check_backbone, check_causal_lm, load_causal_lm
 from metaray.models.causal_lm import PromptedCausalLM
 from metaray.models.qa import QA_METRICS, PromptedQA
 
 
-class QAKind:
+class QAKind(KindBase):
     name = "qa"
     metrics = QA_METRICS
     primary_metric = "f1"
     rules = KindRules(own_methods=("instruction",), bf16=True)
     hugging_face = True
     input_field, checkpoint_setting, budget_setting = None, "qa_checkpoint", "qa_adapt"
-
-    def check_config(self, cfg: ExperimentConfig) -> None:
-        check_rules(self.name, self.rules, cfg)
 
     def check_backbone(self, cfg: ModelConfig) -> None:
         check_backbone(cfg)

@@ -23,9 +23,10 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from metaray.config import ModelConfig
+from metaray.errors import MetarayError
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(MetarayError, RuntimeError):
     """The backbone cannot be loaded; the message says how to make it loadable."""
 
 

@@ -203,7 +203,11 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         self._authorise(authorization)
         limits = (self.settings.max_image_bytes, self.settings.max_examples)
         fields, files = await form_images(request, *limits, fields=("id", "steps"))
-        body = {"kind": IMAGE.name, **fields, "examples": [{"image": data, "label": name} for name, data in files]}
+        body = {
+            "kind": IMAGE.name,
+            **fields,
+            "examples": [{IMAGE.input_field: data, "label": name} for name, data in files],
+        }
         return await self.create(validated(CreateTask, body), authorization)
 
     @app.get("/v1/tasks")

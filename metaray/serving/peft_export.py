@@ -17,11 +17,12 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from metaray.errors import MetarayError
 from metaray.models import PromptedEncoder
 from metaray.serving.store import TaskVersion
 
 
-class ExportError(ValueError):
+class ExportError(MetarayError, ValueError):
     """A task that cannot be exported as asked; the message says why."""
 
 

@@ -27,11 +27,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from metaray.errors import MetarayError
+
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TENSORS, META = "task.safetensors", "task.json"
 
 
-class TaskNotFound(KeyError):
+class TaskNotFound(MetarayError, KeyError):
     """No task with this id (or it was deleted)."""
 
 

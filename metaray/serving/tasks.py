@@ -19,7 +19,7 @@ from metaray.config import ModelConfig, experiment_from_dict
 from metaray.core import InnerConfig, adapt, cosine_logits, prototypes
 from metaray.core.adapt import AdaptResult
 from metaray.data import Episode, QAEpisode, QAItem
-from metaray.kinds import CLASSIFY, QA, kind_named, kind_of
+from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named, kind_of
 from metaray.models import ContextTooLong, PromptedClassifier, PromptedQA
 from metaray.serving.images import decode_image
 
@@ -80,7 +80,7 @@ class TaskClassifier:
         torch.set_num_threads(threads)
         # an adaptation reads its support images at every inner step: decode each once
         decoded = functools.lru_cache(maxsize=1024)(lambda data: decode_image(data, MAX_BYTES))
-        images = kind_named(kind).input_field == "image"
+        images = kind_named(kind) is IMAGE
         pixels = (lambda data: np.stack([decoded(i) for i in data])) if images else None
         self.meta_prompt, _, self.classifier = served_model(checkpoint, kind, pixels)
         self.inner = inner

@@ -20,10 +20,8 @@ import yaml
 from PIL import Image
 
 from metaray.config import load_config
-from metaray.data import load_corpus
-from metaray.data.omniglot import omniglot_pixels
+from metaray.data import DataRegistry
 from metaray.data.squad import load_squad
-from metaray.distributed.adapter import source_config
 from metaray.serving.images import encode_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +98,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def corpus(data_dir):
-    return load_corpus("banking77", source_config(load_config(None, [f"data.data_dir={data_dir}"])))
+    return DataRegistry(data_dir).corpus("banking77")
 
 
 @pytest.fixture(scope="module")
@@ -304,11 +302,10 @@ def rgba_png() -> str:
 @pytest.fixture(scope="module")
 def drawing(data_dir):
     """(class c, drawing k) of the meta-test alphabets -> base64 PNG."""
-    test = load_corpus(
-        "omniglot/test", source_config(load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}"]))
-    )
+    registry = DataRegistry.from_config(load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}"]).data)
+    test = registry.corpus("omniglot/test")
     by_class = test.indices_by_class()
-    return lambda c, k: encode_image(omniglot_pixels([test.inputs[by_class[c][k]]], data_dir)[0])
+    return lambda c, k: encode_image(registry.pixels([test.inputs[by_class[c][k]]])[0])
 
 
 def test_image_tasks_classify_drawings_and_refuse_bad_images(server, drawing):

@@ -43,9 +43,9 @@ def test_a_visual_prompt_adapts_on_one_episode_and_the_backbone_never_changes(cf
     update = result.pseudo_grad.view(3, 84, 84)
     assert update[frame].abs().sum() > 0  # Reptile's θ − φ
     assert (update[~frame].abs().sum() > 0) == (region == "image")  # the drawing's pixels move only for "image"
-    scores = adapter.evaluate(theta, spec, (0, 4), cfg().eval.inner).accuracy
+    scores = adapter.evaluate(theta, spec, (0, 4), cfg().eval.inner).scores
     assert set(scores) == {0, 4} and all(0 <= s["proto"] <= 100 for s in scores.values())
-    assert adapter.evaluate(None, spec, (0,), cfg().eval.inner).accuracy[0]["proto"] > 20  # 5-way chance
+    assert adapter.evaluate(None, spec, (0,), cfg().eval.inner).scores[0]["proto"] > 20  # 5-way chance
     assert adapter.backbone_digest() == before
 
 
@@ -66,6 +66,6 @@ def test_finetuning_moves_a_copy_of_the_backbone_and_its_new_layer_learns(cfg):
     adapter = TaskAdapter(cfg())
     before = adapter.backbone_digest()
     spec = TaskSpec("omniglot/test", 1, 5, 1, 5, 0)
-    scores = adapter.evaluate("finetune", spec, (0, 3), cfg().eval.inner).accuracy
+    scores = adapter.evaluate("finetune", spec, (0, 3), cfg().eval.inner).scores
     assert scores[0]["probe"] == 20.0  # a zero layer: every query gets class 0, one class in five
     assert scores[3]["probe"] > 20.0 and adapter.backbone_digest() == before

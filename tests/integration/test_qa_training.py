@@ -40,7 +40,7 @@ def test_qa_meta_training_on_ray_actors_then_evaluation(tiny_qa, ray_local):
         state, _ = load_checkpoint(cfg.output.dir)
         assert state["meta_prompt"].shape == (4, 32) and not torch.equal(state["meta_prompt"], init)
         rounds = [json.loads(x) for x in (Path(cfg.output.dir) / "metrics.jsonl").read_text().splitlines()]
-        assert [r["round"] for r in rounds] == [1, 2] and 0 <= rounds[-1]["meta_val_acc"] <= 100  # answer F1
+        assert [r["round"] for r in rounds] == [1, 2] and 0 <= rounds[-1]["meta_val_score"] <= 100  # answer F1
         ev_cfg = tiny_qa(f"eval.checkpoints={{reptile: {cfg.output.dir}}}")
         result = evaluate(ev_cfg, runner=runner, progress=False)
     finally:
@@ -67,14 +67,16 @@ def test_qa_in_sharded_mode_is_the_same_algorithm(tiny_qa, ray_local):
     train(actors, progress=False)
     states = [load_checkpoint(cfg.output.dir, "latest") for cfg in (sharded, actors)]
     torch.testing.assert_close(states[0][0]["meta_prompt"], states[1][0]["meta_prompt"], atol=1e-5, rtol=0)
-    f1 = [meta["metrics"]["meta_val_acc"] for _, meta in states]
+    f1 = [meta["metrics"]["meta_val_score"] for _, meta in states]
     assert f1[0] == pytest.approx(f1[1], abs=1e-6)
 
 
 def test_qa_preflight_refuses_encoders_and_classification_families(tiny_qa):
     with pytest.raises(ModelLoadError, match="BertConfig.*not a causal language model"):
         preflight(tiny_qa("model.backbone=all-MiniLM-L6-v2"))
-    with pytest.raises(ConfigError, match="'snips' is not a question-answering family"):
+    with pytest.raises(
+        ConfigError, match="'snips' is a classify family, and kind=qa; set kind=classify or pick a qa family"
+    ):
         preflight(tiny_qa("data.meta_train=[snips]"))
     with pytest.raises(DataError, match="k_shot=30 leaves it no query"):
         preflight(tiny_qa("data.k_shot=30"))

@@ -73,8 +73,8 @@ def test_one_sharded_round_equals_the_actor_round(runs):
 
 def test_meta_validation_agrees_across_modes(runs):
     """The same θ, evaluated by the sharded workers and by actors, scores the same."""
-    assert metrics(runs["out"]["sharded"])["meta_val_acc"] == pytest.approx(
-        metrics(runs["out"]["actors"])["meta_val_acc"], abs=1e-6
+    assert metrics(runs["out"]["sharded"])["meta_val_score"] == pytest.approx(
+        metrics(runs["out"]["actors"])["meta_val_score"], abs=1e-6
     )
 
 

@@ -38,7 +38,7 @@ def test_two_actors_on_local_ray_train_checkpoint_and_reload(tiny, ray_local):
     init = TaskAdapter(cfg).init_prompt()
     assert not torch.equal(state["meta_prompt"], init), "θ did not move"
     lines = [json.loads(line) for line in (Path(cfg.output.dir) / "metrics.jsonl").read_text().splitlines()]
-    assert [m["round"] for m in lines] == [1, 2] and "meta_val_acc" in lines[-1]
+    assert [m["round"] for m in lines] == [1, 2] and "meta_val_score" in lines[-1]
 
 
 @pytest.mark.parametrize("kind", ["classify", "qa"])

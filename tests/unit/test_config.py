@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from metaray.config import ConfigError, ExperimentConfig, build, load_config, to_dict
+from metaray.data import DataRegistry
+from metaray.kinds import kind_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
@@ -18,6 +20,9 @@ def test_there_are_shipped_configs():
 def test_every_shipped_yaml_loads(path):
     cfg = load_config(path)
     assert isinstance(cfg, ExperimentConfig)
+    kind_of(cfg)  # the kind's rules accept it
+    registry = DataRegistry("", cfg.data.sources)  # every source's options are valid
+    assert {registry.family(f).kind for f in (*cfg.data.meta_train, cfg.data.meta_val, cfg.eval.target)} == {cfg.kind}
     header = [line for line in path.read_text().splitlines() if line.startswith("#")]
     assert any("metaray " in line for line in header), "each preset's header comment gives its launch command"
 
@@ -79,11 +84,21 @@ def test_sharded_meta_batch_must_divide_among_workers():
         (["sharded.dtype=fp16"], "fp32"),
         # the task kind and its methods must agree
         (["kind=qaa"], "kind must be one of"),
-        (["kind=qa"], "'protonet' is a classify/image method, and kind=qa; set eval.methods"),
+        (["kind=qa"], "'protonet' is not a method for kind=qa .its methods: instruction, random, .*; set eval.methods"),
         (["kind=qa", "eval.methods=[random]"], "set eval.protocol=episodes"),
         (["kind=image", "eval.protocol=episodes", "eval.methods=[random]"], "set prompt.init=random"),
-        (["kind=image", "eval.protocol=episodes", "prompt.init=random"], "'text' is a classify/qa method"),
-        (["eval.methods=[instruction]"], "'instruction' is a qa method, and kind=classify"),
+        (["kind=image", "eval.protocol=episodes", "prompt.init=random"], "'text' is not a method for kind=image"),
+        (["eval.methods=[instruction]"], "'instruction' is not a method for kind=classify"),
+        (
+            [
+                "kind=image",
+                "eval.protocol=episodes",
+                "eval.methods=[random]",
+                "prompt.init=random",
+                "sharded.enabled=true",
+            ],
+            "kind=image runs on actors",
+        ),
         (["model.max_context_tokens=4"], "model.max_context_tokens must be >= 8"),
         (["eval.inner.views=2"], "eval.inner.views: warped views are for images"),
         (["prompt.region=image"], "prompt.region is for visual prompts"),
@@ -104,5 +119,20 @@ def test_sharded_meta_batch_must_divide_among_workers():
     ],
 )
 def test_settings_that_cannot_work_together_are_refused(overrides, message):
+    """Checked when the config loads, or by its kind's rules (`kind_of`, before any work)."""
     with pytest.raises(ConfigError, match=message):
-        load_config(None, overrides)
+        kind_of(load_config(None, overrides))
+
+
+def test_files_written_before_the_registry_stay_readable():
+    """A sweep's best.yaml and a checkpoint's config with the old flat data keys, and a
+    checkpoint's best score under its old name."""
+    from metaray.distributed.driver import best_score, check_resumable
+
+    old = load_config(ROOT / "bench" / "results" / "tune" / "best.yaml")
+    assert old.data.sources["clinc150"] == {"val_domains": ["work"], "test_domains": ["travel", "kitchen_and_dining"]}
+    saved = to_dict(load_config(None))
+    saved["data"] = {k: v for k, v in saved["data"].items() if k != "sources"}
+    saved["data"] |= {"clinc150_val_domains": ["work"], "xquad_val_articles": 6, "omniglot_rotations": False}
+    check_resumable(load_config(None), saved)  # no difference that matters to a resume
+    assert best_score({"best_meta_val_acc": 91.5}) == 91.5 and best_score({"best_meta_val_score": 80.0}) == 80.0

@@ -16,6 +16,7 @@ from metaray.core import (
     prototypes,
     query_gradient,
     reptile_pseudo_gradient,
+    task_pseudo_gradient,
 )
 
 P, D = 3, 5
@@ -71,6 +72,35 @@ def test_fomaml_pseudo_gradient_is_query_gradient_at_phi():
     expected = torch.autograd.grad(query_loss(ref), ref)[0]
     torch.testing.assert_close(grad, expected)
     assert loss == pytest.approx(float(query_loss(phi)))
+
+
+def task_losses():
+    """A support loss pulling the prompt to 1 and a query loss pulling it to 2: closed forms."""
+    support = quadratic_loss(torch.ones(P, D))
+
+    def query(prompt):
+        return ((prompt - 2) ** 2).sum()
+
+    return support, query
+
+
+def test_task_pseudo_gradient_of_each_algorithm():
+    """One function of core per task: θ − φ (reptile), ∇L_query(φ) (fomaml), ∇L_query(θ)
+    (multitask), with φ = θ after `inner.steps` SGD steps on the support loss."""
+    theta, inner = torch.zeros(P, D), InnerConfig(steps=2, lr=0.25, optimizer="sgd")
+    support, query = task_losses()
+    phi = torch.full((P, D), 0.75)  # 0 -> 0.5 -> 0.75: each step halves the distance to 1
+    reptile = task_pseudo_gradient("reptile", theta, support, query, inner)
+    torch.testing.assert_close(reptile.pseudo_grad, theta - phi)
+    assert reptile.support_loss == pytest.approx((P * D * 1.0 + P * D * 0.25) / 2)  # mean loss before each step
+    assert reptile.query_loss == pytest.approx(float(query(phi)))
+    fomaml = task_pseudo_gradient("fomaml", theta, support, query, inner)
+    torch.testing.assert_close(fomaml.pseudo_grad, 2 * (phi - 2))
+    multitask = task_pseudo_gradient("multitask", theta, support, query, inner)
+    torch.testing.assert_close(multitask.pseudo_grad, 2 * (theta - 2))
+    assert multitask.support_loss == multitask.query_loss == pytest.approx(float(query(theta)))
+    with pytest.raises(ValueError, match="must be one of"):
+        task_pseudo_gradient("maml", theta, support, query, inner)
 
 
 def test_mean_pseudo_gradient_is_the_mean_over_tasks():

@@ -3,12 +3,19 @@
 import numpy as np
 import pytest
 
-from metaray.data import DataError, SourceConfig, TaskSampler, TaskSpec, check_feasible, load_corpus, sample_episode
+from metaray.config import ConfigError, load_config
+from metaray.data import DataError, DataRegistry, TaskSampler, TaskSpec, check_feasible, sample_episode
 
 
 @pytest.fixture(scope="module")
 def sources(data_dir):
-    return SourceConfig(data_dir, ("work",), ("travel", "kitchen_and_dining"))
+    return DataRegistry(
+        data_dir, {"clinc150": {"val_domains": ["work"], "test_domains": ["travel", "kitchen_and_dining"]}}
+    )
+
+
+def load_corpus(name, registry):
+    return registry.corpus(name)
 
 
 def test_corpora_have_the_published_sizes(sources):
@@ -69,6 +76,52 @@ def test_infeasible_shapes_are_refused(sources):
 
 def test_missing_data_names_the_path(tmp_path):
     with pytest.raises(DataError, match=str(tmp_path / "snips")):
-        load_corpus("snips", SourceConfig(str(tmp_path), (), ()))
-    with pytest.raises(DataError, match="unknown task family"):
-        load_corpus("imdb", SourceConfig(str(tmp_path), (), ()))
+        load_corpus("snips", DataRegistry(str(tmp_path)))
+    with pytest.raises(DataError, match="unknown task family 'snip'; did you mean snips"):
+        load_corpus("snip", DataRegistry(str(tmp_path)))
+
+
+def test_hint3_and_trec_have_the_published_sizes(sources):
+    """HINT3 v2 (out-of-scope left out) and TREC's 50 fine labels in 6 coarse groups."""
+    assert [len(load_corpus(f"hint3/{bot}/train", sources).label_names) for bot in BOTS] == [21, 28, 57]
+    assert len(load_corpus("hint3/sofmattress/train", sources).inputs) == 328
+    test = load_corpus("hint3/sofmattress/test", sources)
+    assert test.label_names == load_corpus("hint3/sofmattress/train", sources).label_names
+    assert "no nodes detected" not in test.label_names
+    trec = load_corpus("trec", sources)
+    assert len(trec.label_names) == 50 and len(set(trec.class_groups.tolist())) == 6 and len(trec.inputs) == 5952
+    assert (
+        sources.family("trec/test").support == "trec/train" and sources.family("banking77").support == "banking77/train"
+    )
+
+
+BOTS = ("sofmattress", "curekart", "powerplay11")
+
+
+def test_every_family_of_the_registry_loads_with_its_kind(sources):
+    kinds = {}
+    for family in sources.families():
+        loaded = sources.load(family.name)
+        assert len(loaded) if family.kind == "qa" else len(loaded.label_names) >= 2, family.name
+        kinds[family.source] = family.kind
+    assert kinds == {"clinc150": "classify", "banking77": "classify", "snips": "classify", "hint3": "classify",
+                     "trec": "classify", "xquad": "qa", "squad": "qa", "omniglot": "image"}  # fmt: skip
+
+
+def test_source_options_are_checked_by_name(data_dir):
+    with pytest.raises(ConfigError, match="unknown key data.sources.clinc150.val_domain; did you mean"):
+        DataRegistry(data_dir, {"clinc150": {"val_domain": ["work"]}})
+    with pytest.raises(ConfigError, match="not a built-in data set.*give it a format"):
+        DataRegistry(data_dir, {"mine": {"path": "x.csv"}})
+    with pytest.raises(ConfigError, match="format must be one of"):
+        DataRegistry(data_dir, {"mine": {"format": "xlsx", "path": "x.xlsx"}})
+    with pytest.raises(DataError, match="unknown name.*nope.*CLINC150"):
+        DataRegistry(data_dir, {"clinc150": {"val_domains": ["nope"]}}).corpus("clinc150/val")
+
+
+def test_old_flat_settings_read_as_sources(data_dir):
+    """Configs and checkpoints written before data.sources keep loading."""
+    cfg = load_config(None, ["data.clinc150_val_domains=[travel]", "data.xquad_test_articles=8"])
+    assert cfg.data.sources == {"clinc150": {"val_domains": ["travel"]}, "xquad": {"test_articles": 8}}
+    registry = DataRegistry(data_dir, cfg.data.sources)
+    assert len(registry.load("xquad/test")) == 8 and len(registry.corpus("clinc150/val").label_names) == 15

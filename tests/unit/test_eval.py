@@ -4,8 +4,15 @@ import math
 
 import pytest
 
-from metaray.config import load_config
-from metaray.eval import format_table, meta_test_specs, setting_name, summarise
+from metaray.config import ConfigError, load_config
+from metaray.data import DataRegistry
+from metaray.eval import format_table, summarise
+from metaray.kinds import CLASSIFY
+
+
+@pytest.fixture(scope="module")
+def registry(data_dir):
+    return DataRegistry(data_dir)
 
 
 def test_summarise_gives_mean_and_normal_95_ci():
@@ -15,20 +22,25 @@ def test_summarise_gives_mean_and_normal_95_ci():
     assert summarise([7.0])["ci95"] == 0.0
 
 
-def test_full_protocol_draws_support_from_the_train_file():
+def test_full_protocol_draws_support_from_the_train_file(registry):
     ev = load_config(None, ["eval.protocol=full", "eval.draws=3", "eval.query_per_class=10"]).eval
-    specs = meta_test_specs(ev, 5)
+    specs = CLASSIFY.test_specs(registry, ev, 5)
     assert [s.index for s in specs] == [0, 1, 2]
     assert {(s.family, s.support_family, s.n_way, s.k_shot, s.q_query) for s in specs} == {
         ("banking77", "banking77/train", 0, 5, 10)
     }
-    assert setting_name(ev, 5, 77) == "77-way 5-shot"
+    assert CLASSIFY.setting_name(registry, ev, 5) == "77-way 5-shot"
+    trec = load_config(None, ["eval.protocol=full", "eval.target=trec/test"]).eval
+    assert {s.support_family for s in CLASSIFY.test_specs(registry, trec, 5)} == {"trec/train"}
+    no_train_file = load_config(None, ["eval.protocol=full", "eval.target=clinc150/test"]).eval
+    with pytest.raises(ConfigError, match="has none; set eval.protocol=episodes"):
+        CLASSIFY.test_specs(registry, no_train_file, 5)
 
 
-def test_episode_protocol_uses_the_same_tasks_for_every_method():
+def test_episode_protocol_uses_the_same_tasks_for_every_method(registry):
     ev = load_config(None, ["eval.protocol=episodes", "eval.episodes=4", "eval.n_way=5"]).eval
-    assert meta_test_specs(ev, 1) == meta_test_specs(ev, 1)
-    assert setting_name(ev, 1, 77) == "5-way 1-shot"
+    assert CLASSIFY.test_specs(registry, ev, 1) == CLASSIFY.test_specs(registry, ev, 1)
+    assert CLASSIFY.setting_name(registry, ev, 1) == "5-way 1-shot"
 
 
 def test_table_has_a_row_per_method_and_head_and_a_column_per_budget():

@@ -12,7 +12,8 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN
 from metaray.config import ModelConfig, PromptConfig, load_config
 from metaray.data import TaskSpec
 from metaray.distributed import TaskAdapter
-from metaray.models import ModelLoadError, check_for
+from metaray.kinds import IMAGE
+from metaray.models import ModelLoadError
 from metaray.models.image_backbone import load_image_backbone
 from metaray.models.vision import PromptedVisionEncoder
 
@@ -67,9 +68,9 @@ def test_a_vision_transformer_reads_its_first_token_at_any_image_size(tmp_path):
 def test_a_text_model_or_a_missing_folder_is_refused_by_name(tmp_path):
     bert = saved(tmp_path / "bert", BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2)))
     with pytest.raises(ModelLoadError, match="'bert' model, not a vision model"):
-        check_for("image", ModelConfig(backbone=bert))
+        IMAGE.check_backbone(ModelConfig(backbone=bert))
     with pytest.raises(ModelLoadError, match="(?s)no-such-vision-model.*valid backbones: efficientnet-lite0"):
-        check_for("image", ModelConfig(backbone="no-such-vision-model"))
+        IMAGE.check_backbone(ModelConfig(backbone="no-such-vision-model"))
 
 
 def test_the_adapter_adapts_a_prompt_for_a_hugging_face_backbone_on_omniglot(data_dir, resnet, tmp_path):
@@ -83,6 +84,6 @@ def test_the_adapter_adapts_a_prompt_for_a_hugging_face_backbone_on_omniglot(dat
     assert theta.shape == (3 * 28, 28)
     spec = TaskSpec("omniglot/test", 0, 5, 1, 2, 0)
     assert adapter.adapt(theta, spec).pseudo_grad.abs().sum() > 0
-    scores = adapter.evaluate(theta, spec, (0, 2), cfg.eval.inner).accuracy
+    scores = adapter.evaluate(theta, spec, (0, 2), cfg.eval.inner).scores
     assert set(scores) == {0, 2} and all(0 <= s["proto"] <= 100 for s in scores.values())
     assert adapter.backbone_digest() == before

@@ -11,9 +11,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from metaray.config import ModelConfig, load_config
 from metaray.core import InnerConfig
 from metaray.core.answers import exact_match, f1_score, normalise_answer, squad_scores
-from metaray.data import DataError, QAEpisode, TaskSpec, load_articles, sample_qa_episode
+from metaray.data import DataError, DataRegistry, QAEpisode, TaskSpec, sample_qa_episode
 from metaray.data.squad import QAItem, load_squad, qa_episode, split_articles
-from metaray.distributed.adapter import source_config
 from metaray.models import (
     ContextTooLong,
     ModelLoadError,
@@ -168,7 +167,8 @@ def test_long_contexts_are_cut_around_the_answer_or_refused(tiny_lm):
 
 def test_qa_tasks_visit_every_article_before_repeating(data_dir):
     cfg = load_config("configs/tiny-qa.yaml", [f"data.data_dir={data_dir}"])
-    articles = load_articles("xquad/train", source_config(cfg))
+    registry = DataRegistry.from_config(cfg.data)
+    articles = registry.load("xquad/train")
     assert len(articles) == 48 - 6 - 10
     episodes = [sample_qa_episode(TaskSpec("xquad/train", i, 0, 3, 4, 7), articles) for i in range(len(articles) + 1)]
     assert len({e.title for e in episodes[:-1]}) == len(articles)  # one pass: each article once
@@ -176,8 +176,22 @@ def test_qa_tasks_visit_every_article_before_repeating(data_dir):
     assert episodes[3] == sample_qa_episode(TaskSpec("xquad/train", 3, 0, 3, 4, 7), articles)  # deterministic
     for e in episodes:
         assert len(e.support) == 3 and len(e.query) == 4 and not {q.id for q in e.support} & {q.id for q in e.query}
-    held_out = {a.title for f in ("xquad/val", "xquad/test") for a in load_articles(f, source_config(cfg))}
+    held_out = {a.title for f in ("xquad/val", "xquad/test") for a in registry.load(f)}
     assert len(held_out) == 16 and not held_out & {a.title for a in articles}
+
+
+def test_squad_meta_training_never_reads_a_paragraph_of_a_held_out_article(data_dir):
+    """squad/train: the SQuAD dev articles in neither XQuAD meta-val nor meta-test, all their paragraphs."""
+    registry = DataRegistry(data_dir, {"xquad": {"val_articles": 6, "test_articles": 10}})
+    train = registry.load("squad/train")
+    contexts = {q.context for a in train for q in a.items}
+    for family in ("xquad/val", "xquad/test", "squad/val", "squad/test"):
+        held = registry.load(family)
+        assert not {q.context for a in held for q in a.items} & contexts, family
+        assert not {a.title for a in held} & {a.title for a in train}, family
+    assert len(train) == 32 and sum(len(a.items) for a in train) > 5000
+    xquad_test = {q.context for a in registry.load("xquad/test") for q in a.items}
+    assert xquad_test <= {q.context for a in registry.load("squad/test") for q in a.items}  # same articles
 
 
 def test_without_a_prompt_the_instruction_takes_its_place(tiny_lm):

@@ -34,17 +34,21 @@ def test_trial_values_become_config_values(spec, monkeypatch):
 @pytest.mark.parametrize(
     ("space", "metric", "message"),
     [
-        ({}, "meta_val_acc", "space is empty"),
-        ({"meta.innr_lr": {"uniform": [0, 1]}}, "meta_val_acc", "space.meta.innr_lr = 0: unknown key meta.innr_lr"),
+        ({}, "meta_val_score", "space is empty"),
+        ({"meta.innr_lr": {"uniform": [0, 1]}}, "meta_val_score", "space.meta.innr_lr = 0: unknown key meta.innr_lr"),
         (
             {"meta.inner.lr": {"loguniform": [0, 1]}},
-            "meta_val_acc",
+            "meta_val_score",
             "space.meta.inner.lr: loguniform [0, 1] is empty or invalid",
         ),
-        ({"meta.inner.lr": {"gaussian": [0, 1]}}, "meta_val_acc", "unknown distribution 'gaussian'"),
-        ({"meta.inner.lr": {"uniform": [1, 0.5]}}, "meta_val_acc", "space.meta.inner.lr: uniform [1, 0.5] is empty"),
-        ({"prompt.length": {"choice": []}}, "meta_val_acc", "space.prompt.length: choice needs a non-empty list"),
-        ({"prompt.length": {"choice": [4, 0]}}, "meta_val_acc", "space.prompt.length = 0: prompt.length must be >= 1"),
+        ({"meta.inner.lr": {"gaussian": [0, 1]}}, "meta_val_score", "unknown distribution 'gaussian'"),
+        ({"meta.inner.lr": {"uniform": [1, 0.5]}}, "meta_val_score", "space.meta.inner.lr: uniform [1, 0.5] is empty"),
+        ({"prompt.length": {"choice": []}}, "meta_val_score", "space.prompt.length: choice needs a non-empty list"),
+        (
+            {"prompt.length": {"choice": [4, 0]}},
+            "meta_val_score",
+            "space.prompt.length = 0: prompt.length must be >= 1",
+        ),
         ({"meta.inner.lr": {"uniform": [0.1, 1]}}, "accuracy", "metric 'accuracy' is never reported"),
     ],
 )

@@ -5,42 +5,58 @@ import pytest
 import torch
 
 from metaray.config import ModelConfig, PromptConfig, load_config
-from metaray.data import DataError, load_corpus
-from metaray.data.omniglot import omniglot_pixels
-from metaray.distributed.adapter import source_config
+from metaray.data import DataError, DataRegistry
 from metaray.models.image_backbone import ImageBackbone
 from metaray.models.vision import PromptedVisionEncoder, warp
 
 
 def test_omniglot_has_8_alphabets_242_characters_split_by_alphabet(data_dir):
-    src = source_config(load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}"]))
-    corpora = {split: load_corpus(f"omniglot/{split}", src) for split in ("train", "val", "test")}
+    src = DataRegistry.from_config(load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}"]).data)
+    corpora = {split: src.corpus(f"omniglot/{split}") for split in ("train", "val", "test")}
     assert sum(len(c.label_names) for c in corpora.values()) == 242  # Greek and Latin read once
     assert sum(len(c.inputs) for c in corpora.values()) == 242 * 20
     alphabets = {s: {n.split("/")[0] for n in c.label_names} for s, c in corpora.items()}
     assert alphabets["test"] == {"Korean", "Sanskrit", "Tagalog"} and alphabets["val"] == {"Early_Aramaic"}
     assert len(alphabets["train"]) == 4 and not alphabets["train"] & (alphabets["test"] | alphabets["val"])
     assert all(np.bincount(c.labels).tolist() == [20] * len(c.label_names) for c in corpora.values())
-    pixels = omniglot_pixels(corpora["test"].inputs[:3], data_dir)
+    pixels = src.pixels(corpora["test"].inputs[:3])
     assert pixels.shape == (3, 105, 105) and pixels.dtype == np.uint8 and set(np.unique(pixels)) == {0, 255}
 
 
 def test_rotations_make_new_meta_train_classes_only(data_dir):
     def sources(*overrides):
-        return source_config(load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}", *overrides]))
+        return DataRegistry.from_config(
+            load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}", *overrides]).data
+        )
 
-    src = sources("data.omniglot_rotations=true")
-    train, test = load_corpus("omniglot/train", src), load_corpus("omniglot/test", src)
-    plain = load_corpus("omniglot/train", sources())
+    src = sources("data.sources.omniglot.rotations=true")
+    train, test = src.corpus("omniglot/train"), src.corpus("omniglot/test")
+    plain = sources().corpus("omniglot/train")
     assert len(train.label_names) == 4 * len(plain.label_names) and len(train.inputs) == 4 * len(plain.inputs)
     assert np.bincount(train.labels).tolist() == [20] * len(train.label_names)
     assert not any("@" in name for name in test.label_names)
     turned = f"{plain.inputs[0]}@90"
     assert train.label_names[train.labels[train.inputs.index(turned)]] == f"{plain.label_names[plain.labels[0]]}@90"
-    original, rotated = omniglot_pixels([plain.inputs[0], turned], data_dir)
+    original, rotated = src.pixels([plain.inputs[0], turned])
     assert np.array_equal(rotated, np.rot90(original)) and not np.array_equal(rotated, original)
     with pytest.raises(DataError, match="@45"):
-        omniglot_pixels([f"{plain.inputs[0]}@45"], data_dir)
+        src.pixels([f"{plain.inputs[0]}@45"])
+
+
+def test_the_full_background_set_splits_by_alphabet(data_dir):
+    """30 alphabets, 964 characters; an alphabet the zip does not have is refused with the valid names."""
+    split = {"val_alphabets": ["Armenian", "Bengali"], "test_alphabets": ["Korean", "Sanskrit", "Tagalog", "N_Ko"]}
+    src = DataRegistry(data_dir, {"omniglot": {"archive": "background", **split}})
+    corpora = {split: src.corpus(f"omniglot/{split}") for split in ("train", "val", "test")}
+    assert sum(len(c.label_names) for c in corpora.values()) == 964
+    assert len({n.split("/")[0] for n in corpora["train"].label_names}) == 24
+    small = DataRegistry(data_dir).corpus("omniglot/test")
+    ids = [i for i in small.inputs[:40:7]]  # the small sets' drawings are in the full set, pixel for pixel
+    assert np.array_equal(src.pixels(ids), DataRegistry(data_dir).pixels(ids))
+    with pytest.raises(DataError, match="unknown name.*Atlantean.*Omniglot.*valid: .*Tifinagh"):
+        DataRegistry(data_dir, {"omniglot": {"archive": "background", "val_alphabets": ["Atlantean"]}}).corpus(
+            "omniglot/val"
+        )
 
 
 class TinyCNN(torch.nn.Module):
