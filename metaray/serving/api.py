@@ -31,6 +31,7 @@ from metaray.serving.checks import (
     too_large,
     unprocessable,
 )
+from metaray.serving.guard import Limits, RequestGuard
 from metaray.serving.schemas import (
     AnswerBody,
     AnswerResult,
@@ -42,11 +43,12 @@ from metaray.serving.schemas import (
     TaskInfo,
     TaskList,
 )
-from metaray.serving.store import CorruptTask, TaskExists, TaskNotFound, TaskStore
+from metaray.serving.store import CorruptTask, TaskExists, TaskNotFound, TaskStore, task_key
 from metaray.serving.uploads import form_images, validated
 
 log = logging.getLogger("ray.serve")
 app = FastAPI(title="metaray", version="1", description="Few-shot tasks on a meta-learned soft prompt.")
+app.add_middleware(RequestGuard, limits=lambda: getattr(app.state, "guard", None))  # before any body is read
 MODEL_SETTING = {kind.name: kind.checkpoint_setting for kind in KINDS.values()}
 
 
@@ -59,6 +61,8 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         # None: no checkpoint for that kind
         self.models = {CLASSIFY.name: classifier, QA.name: answerer, IMAGE.name: image_classifier}
         self.token = os.environ.get(settings.token_env, "")
+        app.state.guard = Limits(self.token, settings.max_body_bytes)
+        self.decoding = asyncio.Semaphore(2)  # image checks decode off the event loop, two at a time
         self.readapting: dict[str, asyncio.Task] = {}
         self.recovered = 0.0  # when tasks with pending feedback were last looked for
         self.meta_cache: dict[tuple[str, int], dict] = {}  # (id, version) -> metadata; versions never change
@@ -73,19 +77,30 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
             raise HTTPException(401, "this call changes state: send Authorization: Bearer TOKEN")
 
     def _meta(self, task_id: str) -> dict:
-        """The latest version's metadata (cached per version: a version never changes)."""
+        """The latest version's metadata (cached per creation and version: a version never
+        changes, and a task deleted and created again is another creation)."""
         try:
+            incarnation = self.store.incarnation(task_id)
             version = self.store.latest_version(task_id)
-            key = (task_id, version)
+            key = (task_id, incarnation, version)
             if key not in self.meta_cache:
+                meta = self.store.read_meta(task_id, version)
+                if meta.get("incarnation", "") != incarnation:  # deleted and created again meanwhile
+                    raise TaskNotFound(task_id)
                 if len(self.meta_cache) >= 4096:
                     self.meta_cache.pop(next(iter(self.meta_cache)))
-                self.meta_cache[key] = self.store.read_meta(task_id, version)
+                self.meta_cache[key] = meta
             return self.meta_cache[key]
         except CorruptTask as err:  # a ValueError too: first
             raise HTTPException(500, str(err)) from err
         except (ValueError, TaskNotFound) as err:  # a bad id names no task
             raise HTTPException(404, f"no task {task_id!r}") from err
+
+    async def _checked(self, check, *args) -> None:
+        """A request check (`checks.py`: sizes, labels, image decoding) in a worker thread,
+        at most two at a time: a request's images never block the event loop."""
+        async with self.decoding:
+            await asyncio.to_thread(check, self.settings, *args)
 
     def _model(self, kind: str):
         if self.models[kind] is None:
@@ -144,9 +159,11 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
                 tensors, metrics = await self._adapt(meta["kind"], examples, meta["metrics"].get("steps"))
                 included = [*meta.get("feedback", []), *pending]
                 new = {**meta, "examples": examples, "metrics": metrics, "feedback": included}
-                self.store.write_version(task_id, meta["version"] + 1, tensors, new)
+                self.store.write_version(task_id, meta["version"] + 1, tensors, new, meta.get("incarnation", ""))
             except FileExistsError:  # another replica wrote this version: start again from it
                 continue
+            except TaskNotFound:  # deleted (and perhaps created again): never write into another creation
+                return
             except Exception:  # the feedback stays on disk, pending; the next feedback or health check retries
                 log.exception("re-adapting task %r failed", task_id)
                 return
@@ -177,23 +194,25 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         self._model(body.kind)
         examples = [e.model_dump() for e in body.examples]
         too_large("examples", len(examples), self.settings.max_examples)
-        check_examples(self.settings, body.kind, examples)
+        await self._checked(check_examples, body.kind, examples)
         steps = None if body.steps is None else min(body.steps, self.settings.budget(body.kind).steps)
         task_id = body.id or uuid.uuid4().hex[:16]
         try:
-            self.store.claim(task_id)
+            incarnation = self.store.claim(task_id)
         except TaskExists as err:
             raise HTTPException(409, f"task {task_id!r} already exists") from err
         try:
             tensors, metrics = await self._adapt(body.kind, examples, steps)
             labels = sorted({e["label"] for e in examples}) if body.kind in INPUT else []
-            meta = {"kind": body.kind, "labels": labels, "examples": examples}
-            self.store.write_version(task_id, 1, tensors, {**meta, "metrics": metrics, "feedback": []})
+            meta = {"kind": body.kind, "labels": labels, "examples": examples, "metrics": metrics, "feedback": []}
+            self.store.write_version(task_id, 1, tensors, meta, incarnation)
+            return self._info(self.store.read_meta(task_id, 1))
+        except TaskNotFound as err:  # deleted while being created (and perhaps created again)
+            raise HTTPException(409, f"task {task_id!r} was deleted while it was being created") from err
         except BaseException:
-            with contextlib.suppress(TaskNotFound):  # deleted meanwhile
-                self.store.delete(task_id)  # a failed create leaves nothing behind
+            with contextlib.suppress(TaskNotFound):  # deleted meanwhile, or another creation now
+                self.store.delete(task_id, incarnation)  # a failed create leaves nothing behind
             raise
-        return self._info(self.store.read_meta(task_id))
 
     @app.post("/v1/tasks/upload", status_code=201)
     async def create_upload(self, request: Request, authorization: str | None = Header(default=None)) -> TaskInfo:
@@ -250,16 +269,20 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         if items is None:
             raise unprocessable([field], f"task {task_id!r} is a {kind} task: send {field}")
         too_large(field, len(items), self.settings.max_texts)
-        check_inputs(self.settings, kind, items, field)
-        predictions = await self._classify_batch((kind, f"{task_id}@{meta['version']}", items))
+        await self._checked(check_inputs, kind, items, field)
+        predictions = await self._classify_batch((kind, task_key(meta), items))
         if isinstance(predictions, (TaskNotFound, CorruptTask)):  # deleted meanwhile, or unreadable
             raise task_error(predictions)
+        if body.top_k is not None:
+            for p in predictions:
+                p["scores"] = dict(sorted(p["scores"].items(), key=lambda kv: -kv[1])[: body.top_k])
         return ClassifyResult(id=task_id, version=meta["version"], predictions=predictions)
 
     @app.post("/v1/tasks/{task_id}/classify/upload")
     async def classify_upload(self, task_id: str, request: Request) -> ClassifyResult:
         """An image task's queries as a multipart form of image files, answered in form
         order (`curl -F image=@q1.png -F image=@q2.png ...`)."""
+        self._meta(task_id)  # an unknown task is a 404 before any upload is read
         _, files = await form_images(request, self.settings.max_image_bytes, self.settings.max_texts)
         return await self.classify(task_id, validated(ClassifyBody, {"images": [data for _, data in files]}))
 
@@ -307,9 +330,9 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
                 raise unprocessable(["examples", i, "label"], msg)
         total = len(meta["examples"]) + sum(map(len, self._pending(task_id, meta).values())) + len(examples)
         too_large("examples with feedback", total, self.settings.max_examples)
-        check_examples(self.settings, meta["kind"], examples)
+        await self._checked(check_examples, meta["kind"], examples)
         try:
-            name = self.store.add_feedback(task_id, examples)
+            name = self.store.add_feedback(task_id, examples, meta.get("incarnation", ""))
         except TaskNotFound as err:  # deleted meanwhile
             raise HTTPException(404, f"no task {task_id!r}") from err
         self._schedule(task_id)
@@ -323,7 +346,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
             raise HTTPException(409, f"task {task_id!r} is a {meta['kind']} task; use /classify")
         too_large("context characters", len(body.context), self.settings.max_context_chars)
         check_texts(self.settings, [body.question], "question")
-        handle = self._model(QA.name).options(multiplexed_model_id=f"{task_id}@{meta['version']}")
+        handle = self._model(QA.name).options(multiplexed_model_id=task_key(meta))
         try:
             result = await handle.answer.remote([(body.context, body.question)])  # its answers, or its refusal
         except (TaskNotFound, CorruptTask) as err:

@@ -28,7 +28,7 @@ from metaray.core import InnerConfig
 from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named
 from metaray.runtime import process_memory
 from metaray.serving.api import api
-from metaray.serving.store import TaskStore
+from metaray.serving.store import TaskNotFound, TaskStore
 from metaray.serving.tasks import AnswerRequest, ClassifyRequest, TaskAnswerer, TaskClassifier
 
 LONG_CONTEXT = ("refuse", "head")
@@ -46,6 +46,9 @@ class ServeSettings:
     # 5-shot task under 3 s on one CPU (bench/serve); a request may ask for fewer steps
     adapt: InnerConfig = field(default_factory=lambda: InnerConfig(steps=2, lr=1e-2, batch_ways=16, batch_shots=2))
     max_examples: int = 1000  # per task (creation and feedback together): more is a 413
+    max_labels: int = 100  # per classification task: more is a 413
+    max_label_chars: int = 100  # per label: longer is a 413
+    max_body_bytes: int = 16 * 2**20  # per request body, checked while it streams in: more is a 413
     max_text_chars: int = 2000  # per text: longer is a 413
     max_texts: int = 256  # per classify request: more is a 413
     multiplex_capacity: int = 256  # task prompts kept loaded per classifier replica (each a few KiB)
@@ -82,11 +85,15 @@ def settings_from(args: dict) -> ServeSettings:
 
 
 def task_loader(store: TaskStore, capacity: int, to_request):
-    """Serve's multiplexed loader of task "id@version" (an LRU of `capacity` per replica)."""
+    """Serve's multiplexed loader of `task_key`s (an LRU of `capacity` per replica); a key
+    whose creation is gone (deleted, perhaps created again) is TaskNotFound."""
 
     async def load_task(key: str):
-        task_id, version = key.rsplit("@", 1)
-        return to_request(key, await asyncio.to_thread(store.read, task_id, int(version)))
+        task_id, incarnation, version = key.split("@")
+        task = await asyncio.to_thread(store.read, task_id, int(version))
+        if task.meta.get("incarnation", "") != incarnation:
+            raise TaskNotFound(task_id)
+        return to_request(key, task)
 
     return serve.multiplexed(max_num_models_per_replica=capacity)(load_task)
 

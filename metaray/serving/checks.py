@@ -49,6 +49,10 @@ def check_inputs(settings, kind: str, items: list[str], field: str) -> None:
 def check_examples(settings, kind: str, examples: list[dict]) -> None:
     """Sizes and decodability; and each QA answer must be a span of its context."""
     if kind in INPUT:
+        labels = {e["label"] for e in examples}
+        too_large("labels", len(labels), settings.max_labels)
+        for i, e in enumerate(examples):
+            too_large(f"examples[{i}].label characters", len(e["label"]), settings.max_label_chars)
         check_inputs(settings, kind, [e[INPUT[kind]] for e in examples], f"examples.{INPUT[kind]}")
         return
     for i, e in enumerate(examples):

@@ -13,6 +13,7 @@ import numpy as np
 SIDE = 105  # Omniglot's drawings; the encoder resizes again to its own input
 MAX_PIXELS = 4096 * 4096  # a small file may still decompress to a huge image
 MODES = {"1": 1, "L": 1, "P": 1, "RGB": 3}  # accepted PIL modes -> channels
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")  # decoders a request may reach (never EPS, PDF, ...)
 
 
 class ImageError(ValueError):
@@ -35,7 +36,7 @@ def decode_image(data: str, max_bytes: int) -> np.ndarray:
     except (binascii.Error, ValueError) as err:
         raise ImageError(f"not base64 ({err})") from err
     try:
-        with Image.open(io.BytesIO(raw)) as image:
+        with Image.open(io.BytesIO(raw), formats=FORMATS) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise ImageError(f"{image.width} x {image.height} pixels, over {MAX_PIXELS}", too_large=True)
             if image.mode not in MODES:
@@ -43,8 +44,13 @@ def decode_image(data: str, max_bytes: int) -> np.ndarray:
                 raise ImageError(f"{bands} channel(s) in mode {image.mode}; send grayscale (1 channel) or RGB (3)")
             gray = image.convert("L").resize((SIDE, SIDE), Image.Resampling.BILINEAR)
             return np.asarray(gray, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ImageError(f"not a decodable image ({type(err).__name__})") from err
+    except ImageError:  # a ValueError too: already named
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"decompresses to too many pixels ({err})", too_large=True) from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
+        formats = f"; send {', '.join(FORMATS)}" if isinstance(err, UnidentifiedImageError) else ""
+        raise ImageError(f"not a decodable image ({type(err).__name__}{formats})") from err
 
 
 def encode_image(pixels: np.ndarray) -> str:

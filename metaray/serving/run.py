@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -37,6 +38,28 @@ def load_serve_config(path: str | Path, overrides: list[str]) -> dict:
     return {"http": tree.get("http_options") or {}, "app": app, "args": args}
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def with_token(deployments: list[dict] | None, token_env: str) -> list[dict]:
+    """The Ingress deployment's options with this process's token in its runtime
+    environment: on a cluster (RAY_ADDRESS) the replicas do not inherit the CLI's
+    environment, and authorisation would be silently off."""
+    token = os.environ.get(token_env)
+    out = [dict(d) for d in deployments or []]
+    if not token:
+        return out
+    ingress = next((d for d in out if d.get("name") == "Ingress"), None)
+    if ingress is None:
+        ingress = {"name": "Ingress"}
+        out.append(ingress)
+    actor = dict(ingress.get("ray_actor_options") or {})
+    runtime_env = dict(actor.get("runtime_env") or {})
+    runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), token_env: token}
+    ingress["ray_actor_options"] = {**actor, "runtime_env": runtime_env}
+    return out
+
+
 def serve_forever(config: dict, host: str | None, port: int | None) -> None:
     """Run until SIGINT/SIGTERM; then shut Serve down (tasks stay in the store)."""
     from ray import serve
@@ -46,10 +69,18 @@ def serve_forever(config: dict, host: str | None, port: int | None) -> None:
 
     connect(RayConfig(), embedded_cpus=os.cpu_count())  # $RAY_ADDRESS, else an embedded Ray on every core
     http = {"host": host or config["http"].get("host", "127.0.0.1"), "port": port or config["http"].get("port", 8000)}
+    token_env = settings_from(config["args"]).token_env
+    if http["host"] not in LOOPBACK and not os.environ.get(token_env):
+        print(
+            f"metaray: warning: serving on {http['host']} without {token_env}: anyone who reaches this port can "
+            "create, change and delete tasks; set it to a secret token",
+            file=sys.stderr,
+            flush=True,
+        )
     serve.start(http_options=http)
     app = config["app"]
     serve.run(
-        application(config["args"], app.get("deployments")),
+        application(config["args"], with_token(app.get("deployments"), token_env)),
         name=app.get("name", "metaray"),
         route_prefix=app.get("route_prefix", "/"),
     )

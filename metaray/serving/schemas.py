@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from metaray.serving.store import TASK_ID
 
-TaskId = Annotated[str, Field(pattern=TASK_ID.pattern, description="letters, digits, '-', '_'; at most 64")]
+TaskId = Annotated[str, Field(pattern=f"^(?:{TASK_ID.pattern})$", description="letters, digits, '-', '_'; at most 64")]
 
 
 class LabelledText(BaseModel):
@@ -86,6 +86,7 @@ class ClassifyBody(BaseModel):
 
     texts: list[str] | None = Field(default=None, min_length=1)
     images: list[str] | None = Field(default=None, min_length=1)
+    top_k: int | None = Field(default=None, ge=1, description="each answer's scores for its top_k labels only")
 
     @model_validator(mode="after")
     def _one_of(self) -> ClassifyBody:

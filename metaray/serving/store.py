@@ -2,6 +2,7 @@
 
     ROOT/TASK_ID/v000001/{task.safetensors, task.json}   one adaptation (atomic: renamed into place)
     ROOT/TASK_ID/feedback/NNNNNNNNNNNNNNNN-HEX.json      corrected examples, each written atomically
+    ROOT/TASK_ID/incarnation                             this creation of the id (a random hex string)
 
 A task id is claimed by creating its folder (atomic on a POSIX filesystem, so of two
 concurrent creates exactly one wins). A version is written to a temporary folder and
@@ -9,6 +10,11 @@ renamed to `vNNNNNN`, which fails if that version exists: two replicas re-adapti
 the same task cannot overwrite each other. Feedback is on disk before it is
 acknowledged, and each version records which feedback files it includes, so feedback
 not yet adapted is found again after a restart. ROOT is a local or shared path.
+
+A deleted id can be created again. Each creation writes a new incarnation, every
+version records it, and every writer and cache says which incarnation it means: a
+re-adaptation or a feedback of a deleted task never lands in the new one, and a cache
+keyed by id, incarnation and version never serves the old one.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ from safetensors.torch import load_file, save_file
 
 from metaray.errors import MetarayError
 
-TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-TENSORS, META = "task.safetensors", "task.json"
+TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # matched whole (fullmatch: no trailing newline)
+TENSORS, META, INCARNATION = "task.safetensors", "task.json", "incarnation"
 
 
 class TaskNotFound(MetarayError, KeyError):
@@ -46,9 +52,15 @@ class CorruptTask(ValueError):
 
 
 def check_task_id(task_id: str) -> str:
-    if not TASK_ID.match(task_id):
+    if not TASK_ID.fullmatch(task_id):
         raise ValueError(f"task id {task_id!r} must be 1-64 letters, digits, '-' or '_' (first a letter or digit)")
     return task_id
+
+
+def task_key(meta: dict) -> str:
+    """A task version's cache key, `id@incarnation@version`: a task deleted and created
+    again under its id never shares a key with the old one."""
+    return f"{meta['id']}@{meta.get('incarnation', '')}@{meta['version']}"
 
 
 @dataclass
@@ -67,21 +79,52 @@ class TaskStore:
         self.root = Path(root).expanduser()
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def _corrupt(self, task_id: str, path: Path, err: Exception) -> CorruptTask:
+        """CorruptTask naming the file inside the store, never the store's own path (the
+        message reaches HTTP clients)."""
+        where = path.relative_to(self.root)
+        return CorruptTask(f"task {task_id!r}: cannot read {where}: {str(err).replace(str(self.root), '<store>')}")
+
     def _dir(self, task_id: str) -> Path:
         return self.root / check_task_id(task_id)
 
-    def claim(self, task_id: str) -> None:
-        """Reserve a new id; TaskExists if it is taken."""
+    def claim(self, task_id: str) -> str:
+        """Reserve a new id; TaskExists if it is taken. Returns this creation's incarnation."""
+        folder = self._dir(task_id)
         try:
-            self._dir(task_id).mkdir()
+            folder.mkdir()
         except FileExistsError as err:
             raise TaskExists(f"task {task_id!r} already exists") from err
+        incarnation = uuid.uuid4().hex
+        tmp = folder / f".{INCARNATION}-{incarnation}"
+        tmp.write_text(incarnation)
+        os.replace(tmp, folder / INCARNATION)
+        return incarnation
+
+    def incarnation(self, task_id: str) -> str:
+        """The id's current creation ("" for a task stored before incarnations, or one
+        whose claim is still being written); TaskNotFound if there is no such task."""
+        folder = self._dir(task_id)
+        try:
+            return (folder / INCARNATION).read_text()
+        except FileNotFoundError:
+            if not folder.is_dir():
+                raise TaskNotFound(task_id) from None
+            return ""
+
+    def _expect(self, task_id: str, incarnation: str | None) -> str:
+        """The current incarnation; TaskNotFound where it is not `incarnation` (that
+        creation was deleted, and the id perhaps created again). None: any."""
+        current = self.incarnation(task_id)
+        if incarnation is not None and current != incarnation:
+            raise TaskNotFound(task_id)
+        return current
 
     def exists(self, task_id: str) -> bool:
         return self._dir(task_id).is_dir()
 
     def ids(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and TASK_ID.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and TASK_ID.fullmatch(p.name))
 
     def versions(self, task_id: str) -> list[int]:
         folder = self._dir(task_id)
@@ -94,16 +137,22 @@ class TaskStore:
         versions = self.versions(task_id)
         return versions[-1] if versions else 0
 
-    def write_version(self, task_id: str, version: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        """Atomically add version `version`; FileExistsError if another writer got there first."""
+    def write_version(
+        self, task_id: str, version: int, tensors: dict[str, torch.Tensor], meta: dict, incarnation: str | None = None
+    ) -> None:
+        """Atomically add version `version`; FileExistsError if another writer got there
+        first, TaskNotFound if the task (or, given `incarnation`, that creation of it) is gone."""
         folder = self._dir(task_id)
-        if not folder.is_dir():
-            raise TaskNotFound(task_id)
+        incarnation = self._expect(task_id, incarnation)
         tmp = folder / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
+        try:
+            tmp.mkdir()
+        except FileNotFoundError as err:  # deleted meanwhile
+            raise TaskNotFound(task_id) from err
         try:
             save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
-            (tmp / META).write_text(json.dumps({**meta, "id": task_id, "version": version}))
+            (tmp / META).write_text(json.dumps({**meta, "id": task_id, "version": version, "incarnation": incarnation}))
+            self._expect(task_id, incarnation)  # the last look before the version becomes visible
             try:
                 os.rename(tmp, folder / f"v{version:06d}")  # fails where the version exists
             except OSError as err:
@@ -122,7 +171,7 @@ class TaskStore:
         except FileNotFoundError as err:
             raise TaskNotFound(task_id) from err
         except (OSError, ValueError) as err:
-            raise CorruptTask(f"task {task_id!r}: cannot read {path}: {err}") from err
+            raise self._corrupt(task_id, path, err) from err
 
     def read(self, task_id: str, version: int | None = None) -> TaskVersion:
         version = version or self.latest_version(task_id)
@@ -133,7 +182,7 @@ class TaskStore:
         except FileNotFoundError as err:
             raise TaskNotFound(task_id) from err
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad files
-            raise CorruptTask(f"task {task_id!r}: cannot read {path}: {err}") from err
+            raise self._corrupt(task_id, path, err) from err
         return TaskVersion(task_id, version, tensors, meta)
 
     def check(self, task_id: str) -> dict:
@@ -145,11 +194,13 @@ class TaskStore:
             with safe_open(str(path), framework="pt") as f:
                 f.keys()
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad files
-            raise CorruptTask(f"task {task_id!r}: cannot read {path}: {err}") from err
+            raise self._corrupt(task_id, path, err) from err
         return meta
 
-    def add_feedback(self, task_id: str, examples: list[dict]) -> str:
-        """Persist corrected examples (atomically); returns the feedback file's name."""
+    def add_feedback(self, task_id: str, examples: list[dict], incarnation: str | None = None) -> str:
+        """Persist corrected examples (atomically); returns the feedback file's name.
+        TaskNotFound if the task (or, given `incarnation`, that creation of it) is gone."""
+        self._expect(task_id, incarnation)
         folder = self._dir(task_id) / "feedback"
         try:
             folder.mkdir(exist_ok=True)
@@ -157,8 +208,14 @@ class TaskStore:
             raise TaskNotFound(task_id) from err
         name = f"{time.time_ns():016x}-{uuid.uuid4().hex[:8]}.json"
         tmp = folder / f".{name}"
-        tmp.write_text(json.dumps(examples))
-        os.replace(tmp, folder / name)
+        try:
+            tmp.write_text(json.dumps(examples))
+            self._expect(task_id, incarnation)
+            os.replace(tmp, folder / name)
+        except FileNotFoundError as err:  # deleted meanwhile
+            raise TaskNotFound(task_id) from err
+        finally:
+            tmp.unlink(missing_ok=True)
         return name
 
     def feedback(self, task_id: str, exclude: frozenset[str] | set[str] = frozenset()) -> dict[str, list[dict]]:
@@ -173,12 +230,14 @@ class TaskStore:
             except FileNotFoundError:  # the task was deleted meanwhile
                 continue
             except ValueError as err:
-                raise CorruptTask(f"task {task_id!r}: cannot read {path}: {err}") from err
+                raise self._corrupt(task_id, path, err) from err
         return out
 
-    def delete(self, task_id: str) -> None:
-        """Remove a task and all its versions (renamed away first, so readers never see half)."""
+    def delete(self, task_id: str, incarnation: str | None = None) -> None:
+        """Remove a task and all its versions (renamed away first, so readers never see
+        half); given `incarnation`, only that creation of it (else TaskNotFound)."""
         folder = self._dir(task_id)
+        self._expect(task_id, incarnation)
         trash = self.root / f".deleted-{task_id}-{uuid.uuid4().hex}"
         try:
             os.rename(folder, trash)

@@ -53,6 +53,7 @@ class Server:
     def __init__(self, checkpoints: dict[str, Path], store: Path, log: Path) -> None:
         self.args = [f"checkpoint={checkpoints['classify']}", f"store={store}", "max_examples=40"]
         self.args += ["max_text_chars=300", "max_texts=16", "adapt.steps=3", "max_image_bytes=100000"]
+        self.args += ["max_body_bytes=3000000", "max_labels=8", "max_label_chars=40"]
         self.args += [
             f"qa_checkpoint={checkpoints['qa']}",
             "qa_adapt.steps=2",
@@ -264,6 +265,39 @@ def test_bounded_load_has_no_failures_and_loses_no_feedback(server, corpus):
     assert info["examples"] == len(support) + 20
 
 
+def relabelled(support, names):
+    """The same texts under other label names (a new task with the old texts)."""
+    old = sorted({e["label"] for e in support})
+    return [{"text": e["text"], "label": names[old.index(e["label"])]} for e in support]
+
+
+def test_a_task_deleted_and_created_again_never_answers_as_the_old_one(server, corpus):
+    """Create t1 (a, b), classify (caches it), delete, create t1 (x, y): the answers use
+    x and y. Create t2, send feedback, delete while it re-adapts, create t2 again: the old
+    re-adaptation never writes into the new t2."""
+    support = examples(corpus, [30, 31], 2)
+    first = relabelled(support, ["a", "b"])
+    assert server.post("/v1/tasks", {"kind": "classify", "id": "t1", "examples": first}, headers=AUTH).ok
+    got = server.post("/v1/tasks/t1/classify", {"texts": [support[0]["text"]]}).json()
+    assert {p["label"] for p in got["predictions"]} <= {"a", "b"}
+    assert requests.delete(f"{server.url}/v1/tasks/t1", headers=AUTH, timeout=10).status_code == 204
+    again = {"kind": "classify", "id": "t1", "examples": relabelled(support, ["x", "y"])}
+    assert server.post("/v1/tasks", again, headers=AUTH).status_code == 201
+    got = server.post("/v1/tasks/t1/classify", {"texts": [e["text"] for e in support]})
+    assert got.status_code == 200 and {p["label"] for p in got.json()["predictions"]} <= {"x", "y"}
+    assert {label for p in got.json()["predictions"] for label in p["scores"]} == {"x", "y"}
+
+    assert server.post("/v1/tasks", {"kind": "classify", "id": "t2", "examples": first}, headers=AUTH).ok
+    fix = {"examples": [{"text": support[1]["text"], "label": "a"}]}
+    assert server.post("/v1/tasks/t2/feedback", fix, headers=AUTH).status_code == 202
+    assert requests.delete(f"{server.url}/v1/tasks/t2", headers=AUTH, timeout=10).status_code == 204
+    again = {"kind": "classify", "id": "t2", "examples": relabelled(support, ["x", "y"])}
+    assert server.post("/v1/tasks", again, headers=AUTH).status_code == 201
+    time.sleep(12)  # the old task's re-adaptation (about 2 s) has long finished
+    info = requests.get(f"{server.url}/v1/tasks/t2", timeout=10).json()
+    assert info["version"] == 1 and info["labels"] == ["x", "y"] and info["pending_feedback"] == 0
+
+
 def test_question_answering_tasks_answer_refuse_long_contexts_and_take_feedback(server, data_dir):
     article = load_squad(f"{data_dir}/xquad/xquad.en.json")[0]
     support = [{"context": q.context, "question": q.question, "answer": q.answers[0]} for q in article.items[:3]]
@@ -356,3 +390,66 @@ def test_image_tasks_take_multipart_uploads(server, drawing):
     junk = requests.post(f"{url}/uploaded/classify/upload", files=[("image", ("a.png", b"hello"))], timeout=120)
     assert junk.status_code == 422 and "images[0]: not a decodable image" in junk.text
     assert requests.post(f"{url}/uploaded/classify/upload", data={"x": "1"}, timeout=120).status_code == 422
+
+
+def raw_request(server, head: str, body: bytes = b"", wait_s: float = 5.0) -> tuple[int, float, str]:
+    """(status, seconds to the answer, its text) for a request written to the socket by
+    hand: the headers (and `body`, possibly much less than its Content-Length says)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=wait_s) as sock:
+        start = time.perf_counter()
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        answer = sock.recv(65536).decode(errors="replace")
+        return int(answer.split()[1]), time.perf_counter() - start, answer
+
+
+def test_limits_and_authorisation_come_before_any_work(server, corpus):
+    """A 50 MB create without a token is a 401, and a 50 MB classify a 413, before a byte of
+    the body is read; a body streaming past max_body_bytes is cut off with a 413."""
+    big = 50 * 2**20
+    for path, token, code in (("/v1/tasks", "", 401), ("/v1/tasks/x/classify", "", 413),
+                              ("/v1/tasks", f"Authorization: Bearer {TOKEN}\n", 413)):  # fmt: skip
+        head = f"POST {path} HTTP/1.1\nHost: x\nContent-Type: application/json\n{token}Content-Length: {big}\n"
+        status, seconds, text = raw_request(server, head)
+        assert status == code and seconds < 1.0, (path, status, seconds, text[-300:])
+    head = "POST /v1/tasks/x/classify HTTP/1.1\nHost: x\nContent-Type: application/json\nTransfer-Encoding: chunked\n"
+    chunk = b"%x\r\n%s\r\n" % (2**20, b" " * 2**20)
+    status, _, text = raw_request(server, head, chunk * 3, wait_s=30)  # 3 MiB: just over
+    assert status == 413 and "over the limit of 3000000" in text
+
+    support = examples(corpus, list(range(9)), 1)
+    many = server.post("/v1/tasks", {"kind": "classify", "examples": support}, headers=AUTH)
+    assert many.status_code == 413 and "labels: 9 is over the limit of 8" in many.text
+    long_label = [{**e, "label": "x" * 41 if i == 0 else e["label"]} for i, e in enumerate(support[:3])]
+    refused = server.post("/v1/tasks", {"kind": "classify", "examples": long_label}, headers=AUTH)
+    assert refused.status_code == 413 and "examples[0].label characters" in refused.text
+    assert server.post("/v1/tasks", {"kind": "classify", "id": "topk", "examples": support[:4]}, headers=AUTH).ok
+    got = server.post("/v1/tasks/topk/classify", {"texts": [support[0]["text"]], "top_k": 2}).json()
+    assert (
+        len(got["predictions"][0]["scores"]) == 2 and got["predictions"][0]["label"] in got["predictions"][0]["scores"]
+    )
+    upload = requests.post(f"{server.url}/v1/tasks/nosuch/classify/upload", files=[("image", ("a.png", b"x"))])
+    assert upload.status_code == 404
+    assert requests.get(f"{server.url}/v1/tasks/topk%0A", timeout=10).status_code == 404
+
+
+def png_claiming(width: int, height: int) -> str:
+    """base64 of a 1 x 1 PNG whose header claims width x height (a decompression bomb)."""
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    raw = bytearray(buffer.getvalue())
+    raw[16:24] = struct.pack(">II", width, height)
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def test_images_outside_the_allowed_formats_or_sizes_are_refused_by_name(server, drawing):
+    support = [{"image": drawing(c, k), "label": f"c{c}"} for c in (5, 6) for k in (0, 1)]
+    assert server.post("/v1/tasks", {"kind": "image", "id": "formats", "examples": support}, headers=AUTH).ok
+    eps = base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n").decode()
+    for image, code, message in ((png_claiming(50_000, 50_000), 413, "too many pixels"),
+                                 (eps, 422, "not a decodable image")):  # fmt: skip
+        bad = server.post("/v1/tasks/formats/classify", {"images": [drawing(5, 2), image]})
+        assert bad.status_code == code and "images[1]" in bad.text and message in bad.text, bad.text

@@ -10,7 +10,7 @@ from metaray.serving.store import CorruptTask, TaskExists, TaskNotFound, TaskSto
 TENSORS = {"prompt": torch.ones(2, 3), "prototypes": torch.zeros(2, 3)}
 
 
-@pytest.mark.parametrize("bad", ["../etc", "a/b", "", ".hidden", "x" * 65, "sp ace"])
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "", ".hidden", "x" * 65, "sp ace", "t1\n"])
 def test_ids_that_could_escape_the_store_are_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="task id"):
         TaskStore(tmp_path).claim(bad)
@@ -64,5 +64,30 @@ def test_a_corrupt_file_is_named(tmp_path):
     with pytest.raises(CorruptTask, match="task.safetensors"):
         store.check("t")
     (tmp_path / "t" / "v000001" / "task.json").write_text("{not json")
-    with pytest.raises(CorruptTask, match="task.json"):
+    with pytest.raises(CorruptTask, match="task.json") as err:
         store.read_meta("t")
+    assert str(tmp_path) not in str(err.value)  # the message reaches HTTP clients: no server paths
+
+
+def test_a_deleted_creation_never_writes_into_the_next_one(tmp_path):
+    """Delete `t` and create it again: a version, a feedback or a delete meant for the
+    old creation is refused, and the new one is untouched; cache keys differ."""
+    from metaray.serving.store import task_key
+
+    store = TaskStore(tmp_path)
+    old = store.claim("t")
+    store.write_version("t", 1, TENSORS, {"labels": ["a", "b"]}, old)
+    old_key = task_key(store.read_meta("t"))
+    store.delete("t")
+    new = store.claim("t")
+    assert new != old and store.incarnation("t") == new
+    store.write_version("t", 1, TENSORS, {"labels": ["x", "y"]}, new)
+    with pytest.raises(TaskNotFound):
+        store.write_version("t", 2, TENSORS, {"labels": ["a", "b"]}, old)  # the old task's re-adaptation
+    with pytest.raises(TaskNotFound):
+        store.add_feedback("t", [{"text": "late", "label": "a"}], old)
+    with pytest.raises(TaskNotFound):
+        store.delete("t", old)  # the old create's clean-up
+    assert store.versions("t") == [1] and store.read_meta("t")["labels"] == ["x", "y"]
+    assert store.feedback("t") == {} and task_key(store.read_meta("t")) != old_key
+    assert not [p.name for p in (tmp_path / "t").iterdir() if p.name.startswith(".")]
