@@ -17,7 +17,7 @@ import os
 import time
 import uuid
 
-from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
 from ray import serve
 
 from metaray.kinds import CLASSIFY, IMAGE, KINDS, QA
@@ -57,7 +57,8 @@ MODEL_SETTING = {kind.name: kind.checkpoint_setting for kind in KINDS.values()}
 class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
     def __init__(self, settings, classifier, answerer, image_classifier) -> None:
         self.settings = settings
-        self.store = TaskStore(settings.store)
+        self.store = TaskStore(settings.store, settings.keep_versions)
+        self.store.clean_stale()  # a crash's leftovers
         # None: no checkpoint for that kind
         self.models = {CLASSIFY.name: classifier, QA.name: answerer, IMAGE.name: image_classifier}
         self.token = os.environ.get(settings.token_env, "")
@@ -84,7 +85,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
             version = self.store.latest_version(task_id)
             key = (task_id, incarnation, version)
             if key not in self.meta_cache:
-                meta = self.store.read_meta(task_id, version)
+                meta = self.store.latest_good(task_id)  # a torn newest version: the one before
                 if meta.get("incarnation", "") != incarnation:  # deleted and created again meanwhile
                     raise TaskNotFound(task_id)
                 if len(self.meta_cache) >= 4096:
@@ -122,10 +123,12 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         if self.recovered and (every_s is None or now - self.recovered < every_s):
             return
         self.recovered = now
-        for task_id in self.store.ids():
+        for task_id in self.store.pending_ids():  # only tasks that received feedback
             try:
-                if self._pending(task_id, self.store.read_meta(task_id)):
+                if self._pending(task_id, self.store.latest_good(task_id)):
                     self._schedule(task_id)
+                else:
+                    self.store.clear_pending(task_id)
             except (TaskNotFound, CorruptTask):
                 continue
 
@@ -148,18 +151,20 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         a version first: then start again from it)."""
         while True:
             try:
-                meta = self.store.read_meta(task_id)
+                latest = self.store.latest_version(task_id)
+                meta = {k: v for k, v in self.store.latest_good(task_id).items() if k != "fallback_from"}
             except (TaskNotFound, CorruptTask):
                 return
             pending = self._pending(task_id, meta)
             if not pending:
+                self.store.clear_pending(task_id)
                 return
             examples = meta["examples"] + [e for batch in pending.values() for e in batch]
             try:
                 tensors, metrics = await self._adapt(meta["kind"], examples, meta["metrics"].get("steps"))
                 included = [*meta.get("feedback", []), *pending]
                 new = {**meta, "examples": examples, "metrics": metrics, "feedback": included}
-                self.store.write_version(task_id, meta["version"] + 1, tensors, new, meta.get("incarnation", ""))
+                self.store.write_version(task_id, latest + 1, tensors, new, meta.get("incarnation", ""))
             except FileExistsError:  # another replica wrote this version: start again from it
                 continue
             except TaskNotFound:  # deleted (and perhaps created again): never write into another creation
@@ -178,6 +183,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
             examples=len(meta["examples"]),
             pending_feedback=pending,
             metrics=meta.get("metrics", {}),
+            fallback_from=meta.get("fallback_from", []),
         )
 
     # -- routes ----------------------------------------------------------------------
@@ -197,6 +203,8 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         await self._checked(check_examples, body.kind, examples)
         steps = None if body.steps is None else min(body.steps, self.settings.budget(body.kind).steps)
         task_id = body.id or uuid.uuid4().hex[:16]
+        if len(self.store.ids()) >= self.settings.max_tasks:
+            raise HTTPException(507, f"the store holds max_tasks={self.settings.max_tasks} tasks: delete some first")
         try:
             incarnation = self.store.claim(task_id)
         except TaskExists as err:
@@ -230,16 +238,19 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
         return await self.create(validated(CreateTask, body), authorization)
 
     @app.get("/v1/tasks")
-    async def list_tasks(self) -> TaskList:
+    async def list_tasks(self, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> TaskList:
+        """A page of tasks in id order; `next_offset` is the next page's (None after the last)."""
         tasks, corrupt = [], []
-        for task_id in self.store.ids():
+        ids = self.store.ids()
+        for task_id in ids[offset : offset + limit]:
             try:
-                tasks.append(self._info(self.store.check(task_id)))
+                tasks.append(self._info(self.store.latest_good(task_id)))
             except TaskNotFound:  # still being created, or just deleted
                 continue
             except CorruptTask:
                 corrupt.append(task_id)
-        return TaskList(tasks=tasks, corrupt=corrupt)
+        next_offset = offset + limit if offset + limit < len(ids) else None
+        return TaskList(tasks=tasks, corrupt=corrupt, next_offset=next_offset)
 
     @app.get("/v1/tasks/{task_id}")
     async def get(self, task_id: str) -> TaskInfo:

@@ -49,6 +49,8 @@ class ServeSettings:
     max_labels: int = 100  # per classification task: more is a 413
     max_label_chars: int = 100  # per label: longer is a 413
     max_body_bytes: int = 16 * 2**20  # per request body, checked while it streams in: more is a 413
+    keep_versions: int = 3  # versions kept per task (older ones and the feedback they all include are deleted)
+    max_tasks: int = 10000  # tasks in the store: a create beyond it is a 507
     max_text_chars: int = 2000  # per text: longer is a 413
     max_texts: int = 256  # per classify request: more is a 413
     multiplex_capacity: int = 256  # task prompts kept loaded per classifier replica (each a few KiB)

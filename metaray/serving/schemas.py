@@ -74,11 +74,13 @@ class TaskInfo(BaseModel):
     examples: int
     pending_feedback: int = 0
     metrics: dict = {}
+    fallback_from: list[int] = Field(default=[], description="newer versions that could not be read (skipped)")
 
 
 class TaskList(BaseModel):
     tasks: list[TaskInfo]
     corrupt: list[str] = Field(default=[], description="tasks whose files cannot be read (skipped)")
+    next_offset: int | None = Field(default=None, description="the next page's offset; none after the last page")
 
 
 class ClassifyBody(BaseModel):

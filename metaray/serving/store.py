@@ -19,6 +19,7 @@ keyed by id, incarnation and version never serves the old one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -34,9 +35,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from metaray.errors import MetarayError
+from metaray.serving.durable import fsync_path, sync_tree, write_durably
 
 TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # matched whole (fullmatch: no trailing newline)
 TENSORS, META, INCARNATION = "task.safetensors", "task.json", "incarnation"
+PENDING = ".pending"  # ROOT/.pending/TASK_ID: the task has feedback that no version includes yet
+STALE_S = 3600.0  # temporary and deleted folders older than this are left over from a crash
 
 
 class TaskNotFound(MetarayError, KeyError):
@@ -75,9 +79,14 @@ class TaskVersion:
 
 
 class TaskStore:
-    def __init__(self, root: str | Path) -> None:
+    """`keep_versions`: the newest versions kept per task (older ones, and feedback files
+    every kept version includes, are deleted after each new version)."""
+
+    def __init__(self, root: str | Path, keep_versions: int = 3) -> None:
         self.root = Path(root).expanduser()
         self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / PENDING).mkdir(exist_ok=True)
+        self.keep_versions = max(keep_versions, 1)
 
     def _corrupt(self, task_id: str, path: Path, err: Exception) -> CorruptTask:
         """CorruptTask naming the file inside the store, never the store's own path (the
@@ -96,9 +105,8 @@ class TaskStore:
         except FileExistsError as err:
             raise TaskExists(f"task {task_id!r} already exists") from err
         incarnation = uuid.uuid4().hex
-        tmp = folder / f".{INCARNATION}-{incarnation}"
-        tmp.write_text(incarnation)
-        os.replace(tmp, folder / INCARNATION)
+        write_durably(folder / INCARNATION, incarnation.encode())
+        fsync_path(self.root)
         return incarnation
 
     def incarnation(self, task_id: str) -> str:
@@ -152,6 +160,7 @@ class TaskStore:
         try:
             save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
             (tmp / META).write_text(json.dumps({**meta, "id": task_id, "version": version, "incarnation": incarnation}))
+            sync_tree(tmp)
             self._expect(task_id, incarnation)  # the last look before the version becomes visible
             try:
                 os.rename(tmp, folder / f"v{version:06d}")  # fails where the version exists
@@ -159,9 +168,42 @@ class TaskStore:
                 if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 raise FileExistsError(f"task {task_id!r} version {version} was written by another replica") from err
+            fsync_path(folder)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+        self._prune(task_id)
+
+    def _prune(self, task_id: str) -> None:
+        """Keep the newest `keep_versions` versions; delete older ones, and the feedback
+        files that the oldest kept version includes (every newer one includes them too)."""
+        folder = self._dir(task_id)
+        versions = self.versions(task_id)
+        for version in versions[: -self.keep_versions]:
+            shutil.rmtree(folder / f"v{version:06d}", ignore_errors=True)
+        try:
+            included = self.read_meta(task_id, versions[-self.keep_versions :][0]).get("feedback", [])
+        except (TaskNotFound, CorruptTask):
+            return
+        for name in included:
+            (folder / "feedback" / name).unlink(missing_ok=True)
+
+    def latest_good(self, task_id: str) -> dict:
+        """The newest version's metadata whose files read (its tensor file's header opens);
+        an unreadable newer one is skipped and named in `fallback_from`. CorruptTask if
+        none reads, TaskNotFound while there is no version yet."""
+        skipped, error = [], None
+        for version in reversed(self.versions(task_id)):
+            try:
+                meta = self.check(task_id, version)
+            except CorruptTask as err:
+                skipped.append(version)
+                error = error or err
+                continue
+            return {**meta, "fallback_from": skipped} if skipped else meta
+        if error is not None:
+            raise error
+        raise TaskNotFound(task_id)
 
     def read_meta(self, task_id: str, version: int | None = None) -> dict:
         version = version or self.latest_version(task_id)
@@ -185,10 +227,10 @@ class TaskStore:
             raise self._corrupt(task_id, path, err) from err
         return TaskVersion(task_id, version, tensors, meta)
 
-    def check(self, task_id: str) -> dict:
-        """The latest version's metadata, after checking that its tensor file opens (header
-        only); CorruptTask names the file that does not."""
-        meta = self.read_meta(task_id)
+    def check(self, task_id: str, version: int | None = None) -> dict:
+        """A version's metadata (default: the latest), after checking that its tensor file
+        opens (header only); CorruptTask names the file that does not."""
+        meta = self.read_meta(task_id, version)
         path = self._dir(task_id) / f"v{meta['version']:06d}" / TENSORS
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -207,16 +249,37 @@ class TaskStore:
         except FileNotFoundError as err:
             raise TaskNotFound(task_id) from err
         name = f"{time.time_ns():016x}-{uuid.uuid4().hex[:8]}.json"
-        tmp = folder / f".{name}"
+        hidden = folder / f".{name}"  # not feedback until renamed: the creation is checked first
         try:
-            tmp.write_text(json.dumps(examples))
+            write_durably(hidden, json.dumps(examples).encode())
             self._expect(task_id, incarnation)
-            os.replace(tmp, folder / name)
+            os.replace(hidden, folder / name)
+            fsync_path(folder)
+            write_durably(self.root / PENDING / task_id, b"")
         except FileNotFoundError as err:  # deleted meanwhile
             raise TaskNotFound(task_id) from err
         finally:
-            tmp.unlink(missing_ok=True)
+            hidden.unlink(missing_ok=True)
         return name
+
+    def pending_ids(self) -> list[str]:
+        """Tasks with feedback that may not be adapted yet (what recovery looks at)."""
+        return sorted(p.name for p in (self.root / PENDING).iterdir() if TASK_ID.fullmatch(p.name))
+
+    def clear_pending(self, task_id: str) -> None:
+        (self.root / PENDING / check_task_id(task_id)).unlink(missing_ok=True)
+
+    def clean_stale(self, max_age_s: float = STALE_S) -> list[str]:
+        """Remove temporary and deleted folders older than `max_age_s` (a crash's
+        leftovers; younger ones may be another replica's write in flight)."""
+        cutoff, removed = time.time() - max_age_s, []
+        leftovers = [*self.root.glob(".deleted-*"), *self.root.glob("*/.tmp-*"), *self.root.glob("*/*/.*.json.*")]
+        for path in leftovers:
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                    removed.append(str(path.relative_to(self.root)))
+        return removed
 
     def feedback(self, task_id: str, exclude: frozenset[str] | set[str] = frozenset()) -> dict[str, list[dict]]:
         """The task's feedback files, oldest first, but those named in `exclude` (already
@@ -243,4 +306,6 @@ class TaskStore:
             os.rename(folder, trash)
         except FileNotFoundError as err:
             raise TaskNotFound(task_id) from err
+        fsync_path(self.root)
         shutil.rmtree(trash, ignore_errors=True)
+        self.clear_pending(task_id)

@@ -91,3 +91,45 @@ def test_a_deleted_creation_never_writes_into_the_next_one(tmp_path):
     assert store.versions("t") == [1] and store.read_meta("t")["labels"] == ["x", "y"]
     assert store.feedback("t") == {} and task_key(store.read_meta("t")) != old_key
     assert not [p.name for p in (tmp_path / "t").iterdir() if p.name.startswith(".")]
+
+
+def test_a_torn_newest_version_falls_back_to_the_one_before(tmp_path):
+    store = TaskStore(tmp_path)
+    store.claim("t")
+    store.write_version("t", 1, TENSORS, {"labels": ["a", "b"]})
+    store.write_version("t", 2, TENSORS, {"labels": ["a", "b", "c"]})
+    (tmp_path / "t" / "v000002" / "task.safetensors").write_bytes(b"torn")
+    meta = store.latest_good("t")
+    assert meta["version"] == 1 and meta["fallback_from"] == [2]
+    (tmp_path / "t" / "v000001" / "task.json").write_text("{torn")
+    with pytest.raises(CorruptTask):
+        store.latest_good("t")
+
+
+def test_old_versions_and_included_feedback_are_pruned(tmp_path):
+    """keep_versions bounds a task's disk use; feedback that every kept version includes goes."""
+    store = TaskStore(tmp_path, keep_versions=2)
+    store.claim("t")
+    store.write_version("t", 1, TENSORS, {"labels": ["a", "b"], "feedback": []})
+    first = store.add_feedback("t", [{"text": "x", "label": "a"}])
+    assert store.pending_ids() == ["t"]
+    store.write_version("t", 2, TENSORS, {"labels": ["a", "b"], "feedback": [first]})
+    second = store.add_feedback("t", [{"text": "y", "label": "b"}])
+    store.write_version("t", 3, TENSORS, {"labels": ["a", "b"], "feedback": [first, second]})
+    assert store.versions("t") == [2, 3]
+    assert list(store.feedback("t")) == [second]  # v2, the oldest kept, includes only the first
+    store.clear_pending("t")
+    assert store.pending_ids() == []
+
+
+def test_stale_leftovers_of_a_crash_are_cleaned_and_fresh_ones_kept(tmp_path):
+    import os
+
+    store = TaskStore(tmp_path)
+    store.claim("t")
+    old, fresh = tmp_path / "t" / ".tmp-old", tmp_path / "t" / ".tmp-fresh"
+    old.mkdir(), fresh.mkdir(), (tmp_path / ".deleted-x-1").mkdir()
+    for path in (old, tmp_path / ".deleted-x-1"):
+        os.utime(path, (0, 0))
+    assert sorted(store.clean_stale()) == [".deleted-x-1", "t/.tmp-old"]
+    assert fresh.is_dir() and not old.exists()
