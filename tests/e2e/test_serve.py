@@ -398,8 +398,22 @@ def raw_request(server, head: str, body: bytes = b"", wait_s: float = 5.0) -> tu
     with socket.create_connection(("127.0.0.1", server.port), timeout=wait_s) as sock:
         start = time.perf_counter()
         sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
-        answer = sock.recv(65536).decode(errors="replace")
-        return int(answer.split()[1]), time.perf_counter() - start, answer
+        answer = sock.recv(65536)
+        seconds = time.perf_counter() - start
+        head_end = answer.find(b"\r\n\r\n")
+        while head_end < 0 or len(answer) < head_end + 4 + body_length(answer[:head_end]):
+            more = sock.recv(65536)  # the rest of the answer (its headers and body may come apart)
+            if not more:
+                break
+            answer += more
+            head_end = answer.find(b"\r\n\r\n")
+        text = answer.decode(errors="replace")
+        return int(text.split()[1]), seconds, text
+
+
+def body_length(head: bytes) -> int:
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    return int(lengths[0]) if lengths else 0
 
 
 def test_limits_and_authorisation_come_before_any_work(server, corpus):
