@@ -71,15 +71,13 @@ def family_rows(cfg: ExperimentConfig) -> list[FamilyRow]:
                 check()
             except MetarayError as err:
                 row.problem = row.problem or str(err)
-    for name in list(rows):
-        try:
-            support = registry.family(name).support
-        except MetarayError:
-            continue
+    known = {f.name: f for f in registry.families()}
+    for name in [n for n in rows if n in known]:
+        support = known[name].support
         if support and "eval target" in rows[name].roles:
             rows.setdefault(support, FamilyRow(support, [])).roles.append("eval support")
-    used = {registry.family(n).source for n in rows if not rows[n].problem.startswith("unknown task family")}
-    for family in registry.families():
+    used = {known[name].source for name in rows if name in known}
+    for family in known.values():
         if family.source in used and family.name not in rows:
             rows[family.name] = FamilyRow(family.name, ["-"])
     for row in rows.values():

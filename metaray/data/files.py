@@ -22,7 +22,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from metaray.data.sources import Corpus, DataError, readable_label
+from metaray.data.sources import Corpus, DataError, make_corpus, readable_label
 from metaray.data.squad import Article, QAItem, load_squad
 from metaray.storage import is_uri, local_copy
 
@@ -178,26 +178,20 @@ def table_corpus(
     if len(set(names)) < len(names):
         clash = sorted(r for r in raw if names.count(readable_label(r)) > 1)
         raise DataError(f"{name}: labels {clash} in column {label_column!r} read the same; rename them apart")
-    index = {n: i for i, n in enumerate(raw)}
-    labels = np.array([index[label] for _, label, _ in rows], dtype=np.int64)
-    class_groups = _class_groups(name, rows, index) if group_column else np.zeros(len(raw), dtype=np.int64)
-    return Corpus(
-        name=name, inputs=tuple(t for t, _, _ in rows), labels=labels, label_names=names, class_groups=class_groups
-    )
+    group_of = _class_groups(name, rows) if group_column else None
+    return make_corpus(name, [(t, label) for t, label, _ in rows], raw, group_of)
 
 
-def _class_groups(name: str, rows: list[tuple[str, str, str]], index: dict[str, int]) -> np.ndarray:
-    """(C,) int64: each class's group (that of its first row), groups numbered by sorted name."""
+def _class_groups(name: str, rows: list[tuple[str, str, str]]) -> dict[str, int]:
+    """Raw label -> its class's group number (the group of its first row; groups numbered
+    by sorted name)."""
     group_of: dict[str, str] = {}
     for _, label, group in rows:
         first = group_of.setdefault(label, group)
         if first != group:
             raise DataError(f"{name}: class {label!r} is in groups {first!r} and {group!r}; a class needs one group")
     numbers = {g: i for i, g in enumerate(sorted(set(group_of.values())))}
-    groups = np.zeros(len(index), dtype=np.int64)
-    for label, group in group_of.items():
-        groups[index[label]] = numbers[group]
-    return groups
+    return {label: numbers[group] for label, group in group_of.items()}
 
 
 # ---------------------------------------------------------------- question answering

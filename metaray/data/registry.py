@@ -2,7 +2,7 @@
 
 A source is a frozen record of one data set's options: a built-in set (`BUILTIN`,
 e.g. `clinc150: {val_domains: [work]}`) or a user's own files (`format: csv|tsv|jsonl|
-parquet|datasets|hub|qa|images`, see `metaray.data.user`), configured under
+parquet|datasets|hub|squad|images`, see `metaray.data.user`), configured under
 `data.sources.NAME`. A family is `NAME` or `NAME/SPLIT`, one of the splits its source
 offers; it has the source's task kind and, for the full-label protocol, the family its
 support set is drawn from (BANKING77's test file draws from its train file).
@@ -80,10 +80,9 @@ class DataRegistry:
     def __init__(self, data_dir: str = "", sources: dict[str, dict[str, Any]] | None = None) -> None:
         sources = sources or {}
         self.data_dir = data_dir
-        xquad = _make_source("xquad", sources.get("xquad", {}), data_dir)
-        self.sources = {name: _make_source(name, sources.get(name, {}), data_dir, xquad) for name in BUILTIN}
-        for name, options in sources.items():
-            self.sources[name] = _make_source(name, options, data_dir, xquad)
+        xquad = _make_source("xquad", sources.get("xquad", {}), data_dir)  # squad/* leaves out its held-out articles
+        configured = dict.fromkeys(BUILTIN, {}) | sources  # the built-ins first, in their order
+        self.sources = {name: _make_source(name, opts, data_dir, xquad) for name, opts in configured.items()}
         self._families = {f.name: f for f in self._list()}
 
     @classmethod
