@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,11 @@ def submit(head_node: str, job: str, *args: str) -> tuple[str, str]:
     cmd += ["--runtime-env", "cluster/runtime_env.yaml", "--", "metaray", "train", "configs/tiny.yaml", *args]
     # A fresh CLI process reads RAY_AUTH_MODE=token (this process's Ray was imported
     # before it was set, and a client without it is refused); it waits for the job.
-    logs = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    for _ in range(12):  # a head that has just started may have no job agent yet: Ray says so, try again
+        logs = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        if "No available agent to submit job" not in logs.stderr:
+            break
+        time.sleep(5)
     status = subprocess.run([RAY, "job", "status", "--address", head_node, job], capture_output=True, text=True)
     return status.stdout, logs.stdout[-3000:] + logs.stderr[-3000:] + status.stdout + status.stderr
 
