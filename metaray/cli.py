@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("config", help="sweep YAML (see tune_configs/)")
     tune.add_argument("overrides", nargs="*", help="dotted overrides of the base experiment, for every trial")
     tune.add_argument("--resume", action="store_true", help="continue the interrupted sweep in its output folder")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar (Tune's own status lines instead)")
     tune.add_argument("--num-samples", type=int, help="trials (default: the sweep file's num_samples)")
     tune.add_argument("--output", help="folder or URI for the sweep (default: the sweep file's output)")
     serve = sub.add_parser("serve", help="serve few-shot tasks over HTTP (Ray Serve)")
@@ -79,7 +80,7 @@ def _tune(args: argparse.Namespace) -> int:
     from metaray.tuning import load_sweep, run_sweep, write_report
 
     spec = load_sweep(args.config, output=args.output, num_samples=args.num_samples)
-    summary = write_report(run_sweep(spec, tuple(args.overrides), resume=args.resume))
+    summary = write_report(run_sweep(spec, tuple(args.overrides), resume=args.resume, progress=not args.quiet))
     print(json.dumps(summary, default=str))
     return 0
 
@@ -114,12 +115,16 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(summary))
         else:
             from metaray.eval import evaluate, format_table, write_result
+            from metaray.plots import accuracy_vs_steps
+            from metaray.storage import write_bytes
 
             result = evaluate(cfg, progress=not args.quiet)
             print(format_table(result))
             out = args.out or f"{cfg.output.dir.rstrip('/')}/eval.json"
             write_result(result, out, "metaray " + shlex.join(sys.argv[1:] if argv is None else argv))
-            print(f"\nwrote {out}")
+            plot = f"{out.rpartition('/')[0] or '.'}/accuracy_vs_steps.png"
+            write_bytes(plot, accuracy_vs_steps(result))
+            print(f"\nwrote {out} and {plot}")
     except MetarayError as err:
         print(f"metaray: error: {err}", file=sys.stderr)
         return 2

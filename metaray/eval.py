@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from metaray.checkpoint import load_checkpoint
 from metaray.config import ConfigError, EvalConfig, ExperimentConfig
@@ -83,26 +84,31 @@ def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool
         for method in INIT_METHODS:
             if method in ev.methods:
                 inits[method] = runner.init_prompt(dataclasses.replace(cfg.prompt, init=method))
-        for shot in ev.shots:
-            name = kind.setting_name(registry, ev, shot)
-            specs = kind.test_specs(registry, ev, shot)
-            out["settings"][name] = _run_setting(runner, ev, specs, inits, kind.metrics)
-            if progress:
-                print(f"[eval] {name}: done", flush=True)
+        settings = {kind.setting_name(registry, ev, shot): kind.test_specs(registry, ev, shot) for shot in ev.shots}
+        total = sum(len(_units(ev, specs, inits)) for specs in settings.values())
+        with tqdm(total=total, desc="eval", unit="task", disable=not progress) as bar:
+            for name, specs in settings.items():
+                bar.set_postfix_str(f"{name}: {', '.join(ev.methods)}")
+                out["settings"][name] = _run_setting(runner, ev, specs, inits, kind.metrics, bar.update)
     finally:
         if own_runner:
             runner.shutdown()
     return out
 
 
-def _run_setting(runner: Runner, ev: EvalConfig, specs: list[TaskSpec], inits: dict, heads: tuple[str, ...]) -> dict:
-    """Every method on the same tasks, submitted together so that all actors stay busy.
-    The no-prompt baselines share one unprompted pass per task."""
+def _units(ev: EvalConfig, specs: list[TaskSpec], inits: dict) -> list:
+    """(init, task) per prompted method and task, then one unprompted pass per task that
+    all the no-prompt baselines share."""
+    prompted = [m for m in ev.methods if m not in NO_PROMPT]
+    units = [(m if m in OWN_METHODS else inits[m], s) for m in prompted for s in specs]
+    return units + [(None, s) for s in specs if any(m in NO_PROMPT for m in ev.methods)]
+
+
+def _run_setting(runner: Runner, ev: EvalConfig, specs: list[TaskSpec], inits: dict, heads, done=None) -> dict:
+    """Every method on the same tasks, submitted together so that all actors stay busy."""
     prompted = [m for m in ev.methods if m not in NO_PROMPT]
     plain = [m for m in ev.methods if m in NO_PROMPT]
-    units = [(m if m in OWN_METHODS else inits[m], s) for m in prompted for s in specs]
-    units += [(None, s) for s in specs if plain]
-    results = runner.evaluate(units, ev.steps, ev.inner, heads)
+    results = runner.evaluate(_units(ev, specs, inits), ev.steps, ev.inner, heads, done)
     n = len(specs)
     rows = {m: _method_rows(results[i * n : (i + 1) * n], heads) for i, m in enumerate(prompted)}
     rows |= {m: _method_rows(results[len(prompted) * n :], NO_PROMPT[m]) for m in plain}

@@ -65,3 +65,13 @@ class MetricsWriter:
             self._file.close()
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
+
+
+def write_curves(location: str | Path) -> None:
+    """`curves.png` in the run folder, from its whole `metrics.jsonl` (a resumed run's
+    history included): losses and meta-validation per round."""
+    from metaray.plots import training_curves
+
+    store = RunStore(location)
+    if store.is_file(METRICS_FILE):
+        store.write_bytes("curves.png", training_curves(store.read_text(METRICS_FILE)))

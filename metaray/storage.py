@@ -126,10 +126,14 @@ class RunStore:
         self.fs.move(self.path(tmp), self.path(final))
 
 
-def write_text(location: str | Path, text: str) -> None:
+def write_bytes(location: str | Path, data: bytes) -> None:
     """Atomically write one file given by path or URI."""
     parent, _, name = str(location).rstrip("/").rpartition("/")
-    RunStore(parent or ".").write_text(name, text)
+    RunStore(parent or ".").write_bytes(name, data)
+
+
+def write_text(location: str | Path, text: str) -> None:
+    write_bytes(location, text.encode())
 
 
 def local_copy(uri: str) -> Path:

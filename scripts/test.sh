@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+bash scripts/install-browser.sh  # the playground's browser test
 export METARAY_DATA_DIR=${METARAY_DATA_DIR:-$(cd .. && pwd)/shared/data}
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

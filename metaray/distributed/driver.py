@@ -21,7 +21,7 @@ from metaray.data import DataRegistry, TaskSampler, TaskSpec
 from metaray.distributed.runners import Runner, make_runner
 from metaray.distributed.zero import check_deepspeed
 from metaray.kinds import kind_of
-from metaray.metrics import MetricsWriter
+from metaray.metrics import MetricsWriter, write_curves
 from metaray.storage import RunStore
 
 
@@ -194,6 +194,7 @@ def train(
                 save_checkpoint(run_dir, runner.aggregator_state(), info, cfg.output.keep_last, best=is_best)
             if on_round is not None:
                 on_round(metrics)
+        write_curves(run_dir)
     finally:
         writer.close()
         if own_runner:

@@ -6,11 +6,12 @@ protocol are written once. The local runner exists to measure what Ray costs.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from typing import Protocol
 
 import ray
 import torch
-from tqdm.auto import tqdm
 
 from metaray.config import ExperimentConfig, PromptConfig
 from metaray.core import InnerConfig
@@ -22,6 +23,8 @@ from metaray.kinds import kind_of
 from metaray.models import export_backbone
 from metaray.runtime import connect
 
+Progress = Callable[[int], None] | None  # told how many more evaluation units finished
+
 
 class Runner(Protocol):
     def init_prompt(self, prompt_cfg: PromptConfig | None = None) -> torch.Tensor: ...
@@ -30,7 +33,7 @@ class Runner(Protocol):
     def meta_prompt(self) -> torch.Tensor: ...
     def aggregator_state(self) -> dict: ...
     def evaluate(
-        self, units: list[EvalUnit], steps: tuple[int, ...], inner: InnerConfig, heads
+        self, units: list[EvalUnit], steps: tuple[int, ...], inner: InnerConfig, heads, done: Progress = None
     ) -> list[EvalResult]: ...
     def backbone_digests(self) -> list[str]: ...
     def shutdown(self) -> None: ...
@@ -62,14 +65,41 @@ class LocalRunner:
     def aggregator_state(self) -> dict:
         return self.aggregator.state_dict()
 
-    def evaluate(self, units, steps, inner, heads) -> list[EvalResult]:
-        return [self.adapter.evaluate(init, spec, steps, inner, heads) for init, spec in units]
+    def evaluate(self, units, steps, inner, heads, done: Progress = None) -> list[EvalResult]:
+        results = []
+        for init, spec in units:
+            results.append(self.adapter.evaluate(init, spec, steps, inner, heads))
+            if done is not None:
+                done(1)
+        return results
 
     def backbone_digests(self) -> list[str]:
         return [self.adapter.backbone_digest()]
 
     def shutdown(self) -> None:
         pass
+
+
+class BackboneHolder:
+    """Holds the shared backbone's object reference (boxed in a list) for the adapters."""
+
+    def __init__(self, boxed: list) -> None:
+        self.boxed = boxed
+
+    def get(self) -> list:
+        return self.boxed
+
+
+class RemoteAdapter(TaskAdapter):
+    """A TaskAdapter actor that finds the shared backbone through a named holder actor.
+    Any reference among a restartable actor's constructor arguments, even inside a list or
+    an actor handle, is one Ray cannot restore once evicted (ray-project/ray#53727; Ray logs
+    an error-level line for every such actor); a name is not one, and a restarted adapter
+    asks the holder again."""
+
+    def __init__(self, cfg: ExperimentConfig, holder: str = "") -> None:
+        backbone = ray.get(ray.get(ray.get_actor(holder).get.remote())[0]) if holder else None
+        super().__init__(cfg, backbone)
 
 
 class RayRunner:
@@ -91,16 +121,18 @@ class RayRunner:
         self.backbone_ref = ray.put(export_backbone(*kind.load_backbone(cfg.model))) if shares else None
         # A dead adapter is restarted and its pending tasks re-run; tasks are pure functions
         # of (θ, spec), so the round's result does not change.
-        adapter_cls = ray.remote(TaskAdapter).options(
+        adapter_cls = ray.remote(RemoteAdapter).options(
             num_cpus=r.cpus_per_actor,
             num_gpus=r.gpus_per_actor,
             memory=int(r.memory_per_actor_gb * 2**30) or None,
             max_restarts=r.max_restarts,
             max_task_retries=r.max_restarts,
         )
-        # A restarted actor maps the backbone again: the runner keeps its reference alive for
-        # that (Ray warns that constructor arguments in the object store must stay alive).
-        self.actors = [adapter_cls.remote(cfg, self.backbone_ref) for _ in range(r.num_actors)]
+        holder, self.holder = "", None
+        if shares:  # the adapters find the backbone by the holder's name (see RemoteAdapter)
+            holder = f"metaray-backbone-{uuid.uuid4().hex}"
+            self.holder = ray.remote(BackboneHolder).options(name=holder, num_cpus=0).remote([self.backbone_ref])
+        self.actors = [adapter_cls.remote(cfg, holder) for _ in range(r.num_actors)]
         self.aggregator = None
         self.stragglers: dict[ray.ObjectRef, int] = {}  # dropped tasks still running -> actor index
 
@@ -153,7 +185,7 @@ class RayRunner:
     def aggregator_state(self) -> dict:
         return ray.get(self.aggregator.state_dict.remote())
 
-    def evaluate(self, units, steps, inner, heads) -> list[EvalResult]:
+    def evaluate(self, units, steps, inner, heads, done: Progress = None) -> list[EvalResult]:
         refs_by_init: dict[int, ray.ObjectRef] = {}
         futures = []
         for i, (init, spec) in enumerate(units):
@@ -162,10 +194,9 @@ class RayRunner:
                 ref = refs_by_init.setdefault(id(init), ray.put(init))
             futures.append(self.actors[i % len(self.actors)].evaluate.remote(ref, spec, steps, inner, heads))
         pending = list(futures)
-        with tqdm(total=len(futures), desc="eval", unit="task", disable=None) as bar:  # None: off without a TTY
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                bar.update(len(done))
+        while pending and done is not None:
+            finished, pending = ray.wait(pending, num_returns=1)
+            done(len(finished))
         return ray.get(futures)
 
     def backbone_digests(self) -> list[str]:
@@ -176,7 +207,7 @@ class RayRunner:
         return ray.get([actor.memory.remote() for actor in self.actors])
 
     def shutdown(self) -> None:
-        for actor in self.actors + ([self.aggregator] if self.aggregator else []):
+        for actor in self.actors + [a for a in (self.aggregator, self.holder) if a is not None]:
             ray.kill(actor)
 
 

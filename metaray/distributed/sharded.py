@@ -159,7 +159,7 @@ class ShardedRunner:
     def aggregator_state(self) -> dict:
         return self.aggregator.state_dict()
 
-    def evaluate(self, units: list[EvalUnit], steps, inner, heads) -> list[EvalResult]:
+    def evaluate(self, units: list[EvalUnit], steps, inner, heads, done=None) -> list[EvalResult]:
         """Units with a prompt and units without run different numbers of passes, so each
         group is dealt out separately, padded to a multiple of W."""
         results: list[EvalResult | None] = [None] * len(units)
@@ -173,6 +173,8 @@ class ShardedRunner:
             by_rank = self._call("evaluate", shares)
             for j, i in enumerate(index):
                 results[i] = by_rank[j % self.world][j // self.world]
+            if done is not None:
+                done(len(index))
         return results
 
     def backbone_digests(self) -> list[str]:

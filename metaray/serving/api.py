@@ -1,54 +1,64 @@
-"""The versioned HTTP API (FastAPI behind Ray Serve; OpenAPI docs at /docs).
+"""The versioned HTTP API (FastAPI behind Ray Serve; OpenAPI docs at /docs). It only speaks
+HTTP: each route authorises, parses and hands the body to the task service
+(`service.py`), and `STATUS` maps the service's refusals to status codes in one place.
 
 Errors: a malformed body is a 422 naming the field (pydantic), as is a QA example whose
 answer is not in its context; an unknown task a 404, too many examples or texts, a
 text too long, or a context over the model's window, a 413 (limits in the settings); a
 taken id a 409, a task whose files cannot be read a 500 naming the file (the replica
-keeps serving), a task kind this server has no model for a 501. With a token configured,
-creating, feedback and deleting need `Authorization: Bearer TOKEN`. Image tasks also take
-multipart uploads: `/v1/tasks/upload` and `/v1/tasks/{id}/classify/upload`.
+keeps serving), a task kind this server has no model for a 501, a full store a 507. With
+a token configured, creating, feedback and deleting need `Authorization: Bearer TOKEN`.
+Image tasks also take multipart uploads: `/v1/tasks/upload` and
+`/v1/tasks/{id}/classify/upload`.
 """
 
-import asyncio
-import contextlib
-import logging
 import os
-import time
-import uuid
+from pathlib import Path
 
-from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import FastAPI, Header, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from ray import serve
 
-from metaray.kinds import CLASSIFY, IMAGE, KINDS, QA
-from metaray.models import ContextTooLong
-from metaray.serving.checks import (
-    INPUT,
-    check_examples,
-    check_inputs,
-    check_texts,
-    task_error,
-    too_large,
-    unprocessable,
+from metaray.kinds import CLASSIFY, IMAGE, QA
+from metaray.serving import schemas as s
+from metaray.serving.errors import (
+    Broken,
+    Conflict,
+    NotFound,
+    NotServed,
+    ServiceError,
+    StoreFull,
+    TooLarge,
+    Unauthorised,
+    Unprocessable,
 )
 from metaray.serving.guard import Limits, RequestGuard
-from metaray.serving.schemas import (
-    AnswerBody,
-    AnswerResult,
-    ClassifyBody,
-    ClassifyResult,
-    CreateTask,
-    FeedbackAccepted,
-    FeedbackBody,
-    TaskInfo,
-    TaskList,
-)
-from metaray.serving.store import CorruptTask, TaskExists, TaskNotFound, TaskStore, task_key
+from metaray.serving.service import TaskService
 from metaray.serving.uploads import form_images, validated
 
-log = logging.getLogger("ray.serve")
+STATUS = {
+    Unauthorised: 401,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    Unprocessable: 422,
+    Broken: 500,
+    NotServed: 501,
+    StoreFull: 507,
+}
+
+STATIC = Path(__file__).parent / "static"  # the playground: hand-written, shipped in the package
+PLAYGROUND = STATIC / "playground.html"
+
 app = FastAPI(title="metaray", version="1", description="Few-shot tasks on a meta-learned soft prompt.")
+app.mount("/static", StaticFiles(directory=STATIC), name="static")
 app.add_middleware(RequestGuard, limits=lambda: getattr(app.state, "guard", None))  # before any body is read
-MODEL_SETTING = {kind.name: kind.checkpoint_setting for kind in KINDS.values()}
+
+
+@app.exception_handler(ServiceError)
+async def refused(request: Request, err: ServiceError) -> JSONResponse:
+    return JSONResponse({"detail": err.detail}, status_code=STATUS[type(err)])
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
@@ -56,310 +66,94 @@ MODEL_SETTING = {kind.name: kind.checkpoint_setting for kind in KINDS.values()}
 class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
     def __init__(self, settings, classifier, answerer, image_classifier) -> None:
         self.settings = settings
-        self.store = TaskStore(settings.store, settings.keep_versions)
-        self.store.clean_stale()  # a crash's leftovers
         # None: no checkpoint for that kind
-        self.models = {CLASSIFY.name: classifier, QA.name: answerer, IMAGE.name: image_classifier}
+        models = {CLASSIFY.name: classifier, QA.name: answerer, IMAGE.name: image_classifier}
+        self.service = TaskService(settings, models)
         app.state.guard = Limits(os.environ.get(settings.token_env, ""), settings.max_body_bytes)
-        self.decoding = asyncio.Semaphore(2)  # image checks decode off the event loop, two at a time
-        self.readapting: dict[str, asyncio.Task] = {}
-        self.recovered = 0.0  # when tasks with pending feedback were last looked for
-        self.meta_cache: dict[tuple[str, str, int], dict] = {}  # (id, incarnation, version) -> metadata
-        self._classify_batch.set_max_batch_size(settings.max_batch_size)
-        self._classify_batch.set_batch_wait_timeout_s(settings.batch_wait_s)
-
-    # -- helpers ---------------------------------------------------------------------
 
     def _authorise(self, authorization: str | None) -> None:
         """The guard's check again, for calls that reach a route without it (e.g. a test client)."""
         if not app.state.guard.authorised((authorization or "").encode()):
-            raise HTTPException(401, "this call changes state: send Authorization: Bearer TOKEN")
-
-    def _meta(self, task_id: str) -> dict:
-        """The latest version's metadata (cached per creation and version: a version never
-        changes, and a task deleted and created again is another creation)."""
-        try:
-            incarnation = self.store.incarnation(task_id)
-            version = self.store.latest_version(task_id)
-            key = (task_id, incarnation, version)
-            if key not in self.meta_cache:
-                meta = self.store.latest_good(task_id)  # a torn newest version: the one before
-                if meta.get("incarnation", "") != incarnation:  # deleted and created again meanwhile
-                    raise TaskNotFound(task_id)
-                if len(self.meta_cache) >= 4096:
-                    self.meta_cache.pop(next(iter(self.meta_cache)))
-                self.meta_cache[key] = meta
-            return self.meta_cache[key]
-        except CorruptTask as err:  # a ValueError too: first
-            raise HTTPException(500, str(err)) from err
-        except (ValueError, TaskNotFound) as err:  # a bad id names no task
-            raise HTTPException(404, f"no task {task_id!r}") from err
-
-    async def _checked(self, check, *args) -> None:
-        """A request check (`checks.py`: sizes, labels, image decoding) in a worker thread,
-        at most two at a time: a request's images never block the event loop."""
-        async with self.decoding:
-            await asyncio.to_thread(check, self.settings, *args)
-
-    def _model(self, kind: str):
-        if self.models[kind] is None:
-            setting = MODEL_SETTING[kind]
-            raise HTTPException(501, f"this server has no {kind} model: serve it with {setting}=RUN_FOLDER")
-        return self.models[kind]
-
-    async def _adapt(self, kind: str, examples: list[dict], steps: int | None) -> tuple[dict, dict]:
-        """φ (and, for classification, prototypes) from the examples, on the kind's model."""
-        if kind not in INPUT:  # question answering: (context, question, answer) examples
-            return await self._model(kind).adapt.remote(examples, steps)
-        inputs, labels = [e[INPUT[kind]] for e in examples], [e["label"] for e in examples]
-        return await self._model(kind).adapt.remote(inputs, labels, steps)
-
-    def _recover(self, every_s: float | None = None) -> None:
-        """Re-adapt tasks whose feedback arrived but was never adapted: once per replica at
-        its first request, and every `every_s` seconds from the health check."""
-        now = time.monotonic()
-        if self.recovered and (every_s is None or now - self.recovered < every_s):
-            return
-        self.recovered = now
-        for task_id in self.store.pending_ids():  # only tasks that received feedback
-            try:
-                if self._pending(task_id, self.store.latest_good(task_id)):
-                    self._schedule(task_id)
-                else:
-                    self.store.clear_pending(task_id)
-            except (TaskNotFound, CorruptTask):
-                continue
-
-    def _pending(self, task_id: str, meta: dict) -> dict[str, list[dict]]:
-        return self.store.feedback(task_id, exclude=set(meta.get("feedback", [])))
+            raise Unauthorised("this call changes state: send Authorization: Bearer TOKEN")
 
     async def check_health(self) -> None:
         """Serve calls this every few seconds: it also picks up feedback left pending (by a
         stopped replica, or a failed re-adaptation) without waiting for a request."""
-        self._recover(every_s=60.0)
+        self.service.recover(every_s=60.0)
 
-    def _schedule(self, task_id: str) -> None:
-        self.readapting = {k: t for k, t in self.readapting.items() if not t.done()}
-        running = self.readapting.get(task_id)
-        if running is None or running.done():
-            self.readapting[task_id] = asyncio.get_running_loop().create_task(self._readapt(task_id))
-
-    async def _readapt(self, task_id: str) -> None:
-        """New versions until every feedback file is included (another replica may write
-        a version first: then start again from it)."""
-        while True:
-            try:
-                latest = self.store.latest_version(task_id)
-                meta = {k: v for k, v in self.store.latest_good(task_id).items() if k != "fallback_from"}
-            except (TaskNotFound, CorruptTask):
-                return
-            pending = self._pending(task_id, meta)
-            if not pending:
-                self.store.clear_pending(task_id)
-                return
-            examples = meta["examples"] + [e for batch in pending.values() for e in batch]
-            try:
-                tensors, metrics = await self._adapt(meta["kind"], examples, meta["metrics"].get("steps"))
-                included = [*meta.get("feedback", []), *pending]
-                new = {**meta, "examples": examples, "metrics": metrics, "feedback": included}
-                self.store.write_version(task_id, latest + 1, tensors, new, meta.get("incarnation", ""))
-            except FileExistsError:  # another replica wrote this version: start again from it
-                continue
-            except TaskNotFound:  # deleted (and perhaps created again): never write into another creation
-                return
-            except Exception:  # the feedback stays on disk, pending; the next feedback or health check retries
-                log.exception("re-adapting task %r failed", task_id)
-                return
-
-    def _info(self, meta: dict) -> TaskInfo:
-        pending = len(self._pending(meta["id"], meta))
-        return TaskInfo(
-            id=meta["id"],
-            kind=meta["kind"],
-            version=meta["version"],
-            labels=meta.get("labels", []),
-            examples=len(meta["examples"]),
-            pending_feedback=pending,
-            metrics=meta.get("metrics", {}),
-            fallback_from=meta.get("fallback_from", []),
-        )
-
-    # -- routes ----------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def playground(self) -> HTMLResponse:
+        """The playground page (`serving/static/`): try tasks in a browser."""
+        return HTMLResponse(PLAYGROUND.read_text())
 
     @app.get("/healthz")
     async def healthz(self) -> dict:
-        self._recover()
+        self.service.recover()
         return {"status": "ok"}
 
     @app.post("/v1/tasks", status_code=201)
-    async def create(self, body: CreateTask, authorization: str | None = Header(default=None)) -> TaskInfo:
+    async def create(self, body: s.CreateTask, authorization: str | None = Header(default=None)) -> s.TaskInfo:
         self._authorise(authorization)
-        self._recover()
-        self._model(body.kind)
-        examples = [e.model_dump() for e in body.examples]
-        too_large("examples", len(examples), self.settings.max_examples)
-        await self._checked(check_examples, body.kind, examples)
-        steps = None if body.steps is None else min(body.steps, self.settings.budget(body.kind).steps)
-        task_id = body.id or uuid.uuid4().hex[:16]
-        if len(self.store.ids()) >= self.settings.max_tasks:
-            raise HTTPException(507, f"the store holds max_tasks={self.settings.max_tasks} tasks: delete some first")
-        try:
-            incarnation = self.store.claim(task_id)
-        except TaskExists as err:
-            raise HTTPException(409, f"task {task_id!r} already exists") from err
-        try:
-            tensors, metrics = await self._adapt(body.kind, examples, steps)
-            labels = sorted({e["label"] for e in examples}) if body.kind in INPUT else []
-            meta = {"kind": body.kind, "labels": labels, "examples": examples, "metrics": metrics, "feedback": []}
-            self.store.write_version(task_id, 1, tensors, meta, incarnation)
-            return self._info(self.store.read_meta(task_id, 1))
-        except TaskNotFound as err:  # deleted while being created (and perhaps created again)
-            raise HTTPException(409, f"task {task_id!r} was deleted while it was being created") from err
-        except BaseException:
-            with contextlib.suppress(TaskNotFound):  # deleted meanwhile, or another creation now
-                self.store.delete(task_id, incarnation)  # a failed create leaves nothing behind
-            raise
+        return await self.service.create(body)
 
     @app.post("/v1/tasks/upload", status_code=201)
-    async def create_upload(self, request: Request, authorization: str | None = Header(default=None)) -> TaskInfo:
+    async def create_upload(self, request: Request, authorization: str | None = Header(default=None)) -> s.TaskInfo:
         """An image task from a multipart form, each file's field name its label
         (`curl -F alpha=@a1.png -F alpha=@a2.png -F beta=@b1.png ...`); optional text
         fields `id` and `steps`. Checked and stored as the JSON create would be."""
         self._authorise(authorization)
         limits = (self.settings.max_image_bytes, self.settings.max_examples)
         fields, files = await form_images(request, *limits, fields=("id", "steps"))
-        body = {
-            "kind": IMAGE.name,
-            **fields,
-            "examples": [{IMAGE.input_field: data, "label": name} for name, data in files],
-        }
-        return await self.create(validated(CreateTask, body), authorization)
+        examples = [{IMAGE.input_field: data, "label": name} for name, data in files]
+        return await self.service.create(validated(s.CreateTask, {"kind": IMAGE.name, **fields, "examples": examples}))
 
     @app.get("/v1/tasks")
-    async def list_tasks(self, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> TaskList:
+    async def list_tasks(self, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> s.TaskList:
         """A page of tasks in id order; `next_offset` is the next page's (None after the last)."""
-        tasks, corrupt = [], []
-        ids = self.store.ids()
-        for task_id in ids[offset : offset + limit]:
-            try:
-                tasks.append(self._info(self.store.latest_good(task_id)))
-            except TaskNotFound:  # still being created, or just deleted
-                continue
-            except CorruptTask:
-                corrupt.append(task_id)
-        next_offset = offset + limit if offset + limit < len(ids) else None
-        return TaskList(tasks=tasks, corrupt=corrupt, next_offset=next_offset)
+        return self.service.list(offset, limit)
 
     @app.get("/v1/tasks/{task_id}")
-    async def get(self, task_id: str) -> TaskInfo:
-        try:
-            return self._info(self._meta(task_id))
-        except CorruptTask as err:  # a feedback file that cannot be read
-            raise HTTPException(500, str(err)) from err
+    async def get(self, task_id: str) -> s.TaskInfo:
+        return self.service.get(task_id)
+
+    @app.get("/v1/tasks/{task_id}/versions")
+    async def versions(self, task_id: str) -> s.VersionList:
+        """The versions kept of a task (`keep_versions`), oldest first, with their metrics."""
+        return self.service.versions(task_id)
+
+    @app.get("/v1/limits")
+    async def limits(self) -> s.ServerLimits:
+        """What this server accepts (kinds, sizes, whether a token is needed): the playground
+        refuses bad input with these before sending it."""
+        return self.service.limits(token_required=bool(app.state.guard.token))
 
     @app.delete("/v1/tasks/{task_id}", status_code=204)
     async def delete(self, task_id: str, authorization: str | None = Header(default=None)) -> Response:
         self._authorise(authorization)
-        try:  # no metadata needed: a task whose create died (no version) can be deleted too
-            self.store.delete(task_id)
-        except (ValueError, TaskNotFound) as err:
-            raise HTTPException(404, f"no task {task_id!r}") from err
+        self.service.delete(task_id)
         return Response(status_code=204)
 
     @app.post("/v1/tasks/{task_id}/classify")
-    async def classify(self, task_id: str, body: ClassifyBody) -> ClassifyResult:
-        meta = self._meta(task_id)
-        kind = meta["kind"]
-        if kind not in INPUT:
-            raise HTTPException(409, f"task {task_id!r} is a {kind} task; use /answer")
-        self._model(kind)
-        field = f"{INPUT[kind]}s"
-        items = getattr(body, field)
-        if items is None:
-            raise unprocessable([field], f"task {task_id!r} is a {kind} task: send {field}")
-        too_large(field, len(items), self.settings.max_texts)
-        await self._checked(check_inputs, kind, items, field)
-        predictions = await self._classify_batch((kind, task_key(meta), items))
-        if isinstance(predictions, (TaskNotFound, CorruptTask)):  # deleted meanwhile, or unreadable
-            raise task_error(predictions)
-        if body.top_k is not None:
-            for p in predictions:
-                p["scores"] = dict(sorted(p["scores"].items(), key=lambda kv: -kv[1])[: body.top_k])
-        return ClassifyResult(id=task_id, version=meta["version"], predictions=predictions)
+    async def classify(self, task_id: str, body: s.ClassifyBody) -> s.ClassifyResult:
+        return await self.service.classify(task_id, body)
 
     @app.post("/v1/tasks/{task_id}/classify/upload")
-    async def classify_upload(self, task_id: str, request: Request) -> ClassifyResult:
+    async def classify_upload(self, task_id: str, request: Request) -> s.ClassifyResult:
         """An image task's queries as a multipart form of image files, answered in form
         order (`curl -F image=@q1.png -F image=@q2.png ...`)."""
-        self._meta(task_id)  # an unknown task is a 404 before any upload is read
+        self.service.require_task(task_id)  # an unknown task is a 404 before any upload is read
         _, files = await form_images(request, self.settings.max_image_bytes, self.settings.max_texts)
-        return await self.classify(task_id, validated(ClassifyBody, {"images": [data for _, data in files]}))
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
-    async def _classify_batch(self, calls: list[tuple[str, str, list[str]]]) -> list:
-        """Concurrent classify requests become one classifier call per task: the
-        per-request work stays here, off the replica that runs the forward pass. Several
-        batches are in flight, so the classifier never waits for the next one (one at a
-        time halved the throughput). A task that fails answers its own requests with the
-        error, not the others'."""
-        by_key: dict[tuple[str, str], list[int]] = {}
-        for i, (kind, key, _) in enumerate(calls):
-            by_key.setdefault((kind, key), []).append(i)
-        out: list = [None] * len(calls)
-
-        async def one(kind_key: tuple[str, str], members: list[int]) -> None:
-            handle = self.models[kind_key[0]].options(multiplexed_model_id=kind_key[1])
-            try:
-                rows = await handle.classify.remote([t for i in members for t in calls[i][2]])
-            except (TaskNotFound, CorruptTask) as err:
-                cause = getattr(err, "cause", err)  # the replica's own exception, without Ray's traceback
-                for i in members:
-                    out[i] = cause
-                return
-            for i in members:
-                out[i], rows = rows[: len(calls[i][2])], rows[len(calls[i][2]) :]
-
-        await asyncio.gather(*(one(key, members) for key, members in by_key.items()))
-        return out
+        body = validated(s.ClassifyBody, {"images": [data for _, data in files]})
+        return await self.service.classify(task_id, body)
 
     @app.post("/v1/tasks/{task_id}/feedback", status_code=202)
     async def feedback(
-        self, task_id: str, body: FeedbackBody, authorization: str | None = Header(default=None)
-    ) -> FeedbackAccepted:
+        self, task_id: str, body: s.FeedbackBody, authorization: str | None = Header(default=None)
+    ) -> s.FeedbackAccepted:
         self._authorise(authorization)
-        meta = self._meta(task_id)
-        examples = [e.model_dump() for e in body.examples]
-        fields = {INPUT[meta["kind"]], "label"} if meta["kind"] in INPUT else {"context", "question", "answer"}
-        if set(examples[0]) != fields:
-            raise unprocessable(["examples"], f"a {meta['kind']} task's examples have the fields {sorted(fields)}")
-        labels = set(meta.get("labels", []))
-        for i, example in enumerate(examples):
-            if meta["kind"] in INPUT and example["label"] not in labels:
-                msg = f"unknown label {example['label']!r}; task {task_id!r} has {sorted(labels)}"
-                raise unprocessable(["examples", i, "label"], msg)
-        total = len(meta["examples"]) + sum(map(len, self._pending(task_id, meta).values())) + len(examples)
-        too_large("examples with feedback", total, self.settings.max_examples)
-        await self._checked(check_examples, meta["kind"], examples)
-        try:
-            name = self.store.add_feedback(task_id, examples, meta.get("incarnation", ""))
-        except TaskNotFound as err:  # deleted meanwhile
-            raise HTTPException(404, f"no task {task_id!r}") from err
-        self._schedule(task_id)
-        return FeedbackAccepted(id=task_id, feedback=name, version=meta["version"])
+        return await self.service.feedback(task_id, body)
 
     @app.post("/v1/tasks/{task_id}/answer")
-    async def answer(self, task_id: str, body: AnswerBody) -> AnswerResult:
+    async def answer(self, task_id: str, body: s.AnswerBody) -> s.AnswerResult:
         """The task's greedy answer to a question on a context (batched on the answerer)."""
-        meta = self._meta(task_id)
-        if meta["kind"] in INPUT:
-            raise HTTPException(409, f"task {task_id!r} is a {meta['kind']} task; use /classify")
-        too_large("context characters", len(body.context), self.settings.max_context_chars)
-        check_texts(self.settings, [body.question], "question")
-        handle = self._model(QA.name).options(multiplexed_model_id=task_key(meta))
-        try:
-            result = await handle.answer.remote([(body.context, body.question)])  # its answers, or its refusal
-        except (TaskNotFound, CorruptTask) as err:
-            raise task_error(err) from err
-        if isinstance(result, ContextTooLong):
-            raise HTTPException(413, f"context: {result}; shorten it, or serve with long_context=head")
-        return AnswerResult(id=task_id, version=meta["version"], answer=result[0])
+        return await self.service.answer(task_id, body)

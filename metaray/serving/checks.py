@@ -1,30 +1,13 @@
-"""Request checks of the HTTP API: sizes against the settings' limits (413), QA answers
-that are not spans of their contexts and images that cannot be decoded (422), and a
-replica's task errors (404 / 500)."""
-
-from fastapi import HTTPException
+"""Request checks of the task service: sizes against the settings' limits (`TooLarge`),
+QA answers that are not spans of their contexts and images that cannot be decoded
+(`Unprocessable`)."""
 
 from metaray.kinds import KINDS
+from metaray.serving.errors import TooLarge, Unprocessable, too_large
 from metaray.serving.images import ImageError, decode_image
-from metaray.serving.store import TaskNotFound
 
 # what a classifier's examples and requests carry, per kind (QA tasks carry triples)
 INPUT = {kind.name: kind.input_field for kind in KINDS.values() if kind.input_field}
-
-
-def too_large(what: str, n: int, limit: int) -> None:
-    if n > limit:
-        raise HTTPException(413, f"{what}: {n} is over the limit of {limit}")
-
-
-def unprocessable(loc: list, msg: str) -> HTTPException:
-    return HTTPException(422, [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
-
-
-def task_error(err: Exception) -> HTTPException:
-    """A replica's TaskNotFound (deleted meanwhile) or CorruptTask, without Ray's traceback."""
-    cause = getattr(err, "cause", err)
-    return HTTPException(404 if isinstance(cause, TaskNotFound) else 500, str(cause))
 
 
 def check_texts(settings, texts: list[str], field: str) -> None:
@@ -42,8 +25,8 @@ def check_inputs(settings, kind: str, items: list[str], field: str) -> None:
             decode_image(data, settings.max_image_bytes)
         except ImageError as err:
             if err.too_large:
-                raise HTTPException(413, f"{field}[{i}]: {err}") from err
-            raise unprocessable([*field.split("."), i], f"{field}[{i}]: {err}") from err
+                raise TooLarge(f"{field}[{i}]: {err}") from err
+            raise Unprocessable([*field.split("."), i], f"{field}[{i}]: {err}") from err
 
 
 def check_examples(settings, kind: str, examples: list[dict]) -> None:
@@ -59,4 +42,4 @@ def check_examples(settings, kind: str, examples: list[dict]) -> None:
         too_large(f"examples[{i}].context characters", len(e["context"]), settings.max_context_chars)
         check_texts(settings, [e["question"], e["answer"]], f"examples[{i}].question/answer")
         if e["answer"] not in e["context"]:
-            raise unprocessable(["examples", i, "answer"], "the answer must be a span of its context")
+            raise Unprocessable(["examples", i, "answer"], "the answer must be a span of its context")

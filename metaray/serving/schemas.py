@@ -83,6 +83,35 @@ class TaskList(BaseModel):
     next_offset: int | None = Field(default=None, description="the next page's offset; none after the last page")
 
 
+class VersionInfo(BaseModel):
+    version: int
+    examples: int
+    feedback: int = Field(description="feedback files this version includes")
+    metrics: dict = {}
+
+
+class VersionList(BaseModel):
+    id: str
+    versions: list[VersionInfo] = Field(description="the versions kept (the server's keep_versions), oldest first")
+    corrupt: list[int] = Field(default=[], description="versions whose files cannot be read (skipped)")
+
+
+class ServerLimits(BaseModel):
+    """What this server accepts, so a client can refuse bad input before sending it."""
+
+    kinds: list[str] = Field(description="the task kinds this server has a model for")
+    token_required: bool = Field(description="state-changing calls need Authorization: Bearer TOKEN")
+    max_examples: int
+    max_labels: int
+    max_label_chars: int
+    max_text_chars: int
+    max_texts: int
+    max_context_chars: int
+    max_image_bytes: int
+    max_body_bytes: int
+    image_formats: list[str]
+
+
 class ClassifyBody(BaseModel):
     """Texts for a classification task, images (base64) for an image task."""
 

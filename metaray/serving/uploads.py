@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import base64
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
-from metaray.serving.checks import too_large, unprocessable
+from metaray.serving.errors import TooLarge, Unprocessable, too_large
 
 
 async def form_images(
@@ -25,17 +25,17 @@ async def form_images(
             if not isinstance(value, UploadFile):
                 if name not in fields:
                     takes = f"the text fields {list(fields)} and" if fields else "only"
-                    raise unprocessable([name], f"unknown form field {name!r}: this route takes {takes} image files")
+                    raise Unprocessable([name], f"unknown form field {name!r}: this route takes {takes} image files")
                 texts[name] = value
                 continue
             too_large("image files", len(files) + 1, max_files)
             raw = await value.read(max_bytes + 1)
             if len(raw) > max_bytes:
                 what = f"file {value.filename or '?'!r} (field {name!r})"
-                raise HTTPException(413, f"{what}: over the limit of {max_bytes} bytes")
+                raise TooLarge(f"{what}: over the limit of {max_bytes} bytes")
             files.append((name, base64.b64encode(raw).decode()))
     if not files:
-        raise unprocessable(["files"], "no image files: send multipart/form-data, e.g. curl -F LABEL=@drawing.png")
+        raise Unprocessable(["files"], "no image files: send multipart/form-data, e.g. curl -F LABEL=@drawing.png")
     return texts, files
 
 

@@ -47,13 +47,10 @@ def write_csv(store: RunStore, rows: list[dict]) -> None:
 
 
 def write_plot(store: RunStore, sweep: Sweep) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from metaray.plots import figure, png
 
     metric = sweep.spec.metric
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax,) = figure(width=7, height=4.5)
     for result in sweep.grid:
         history = result.metrics_dataframe
         if history is None or metric not in history:
@@ -66,10 +63,7 @@ def write_plot(store: RunStore, sweep: Sweep) -> None:
     ax.set_title(f"{len(sweep.grid)} trials; early-stopped ones end early")
     if ax.lines:
         ax.legend(fontsize=6, loc="best")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    store.write_bytes("curves.png", buffer.getvalue())
+    store.write_bytes("curves.png", png(fig))
 
 
 def best_row(rows: list[dict], sweep: Sweep) -> dict:

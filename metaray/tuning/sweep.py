@@ -17,6 +17,7 @@ from pathlib import Path
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+from tqdm.auto import tqdm
 
 from metaray.config import ConfigError, ExperimentConfig
 from metaray.distributed import connect, train
@@ -89,7 +90,34 @@ def _absolute(spec: SweepSpec, extra: tuple[str, ...]) -> tuple[SweepSpec, tuple
     return spec, extra
 
 
-def run_sweep(spec: SweepSpec, extra: tuple[str, ...] = (), resume: bool = False) -> Sweep:
+class TrialProgress(tune.Callback):
+    """A progress bar over the sweep's trials (finished, early-stopped or failed), with the
+    best metric so far and the time left; Tune's own status table is off while it shows."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec, self.best, self.bar = spec, None, None
+
+    def setup(self, **info) -> None:
+        self.bar = tqdm(total=self.spec.num_samples, desc="trials", unit="trial")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get(self.spec.metric)
+        if isinstance(value, (int, float)) and value == value:
+            better = self.best is None or (value > self.best if self.spec.mode == "max" else value < self.best)
+            self.best = value if better else self.best
+            self.bar.set_postfix_str(f"best {self.spec.metric} {self.best:.4g}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.bar.update(1)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.bar.update(1)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.bar.close()
+
+
+def run_sweep(spec: SweepSpec, extra: tuple[str, ...] = (), resume: bool = False, progress: bool = True) -> Sweep:
     """Check the sweep, run (or resume) it, and return its results."""
     space = check_sweep(spec, extra)
     spec, extra = _absolute(spec, extra)
@@ -113,7 +141,12 @@ def run_sweep(spec: SweepSpec, extra: tuple[str, ...] = (), resume: bool = False
                 scheduler=_scheduler(spec, base),
                 search_alg=_search(spec),
             ),
-            run_config=tune.RunConfig(name=SWEEP_DIR, storage_path=spec.output, verbose=1),
+            run_config=tune.RunConfig(
+                name=SWEEP_DIR,
+                storage_path=spec.output,
+                verbose=0 if progress else 1,
+                callbacks=[TrialProgress(spec)] if progress else None,
+            ),
         )
     trial_cpus = sum(b.get("CPU", 0) for b in resources.bundles)
     at_once = math.floor(ray.cluster_resources().get("CPU", 0) / trial_cpus)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
+PNG = b"\x89PNG\r\n"
+ERROR_LINE = re.compile(r"^.*(\[[^\]]* E \d+ \d+\]|\bERROR\b).*$", re.MULTILINE)  # Ray's C++ and Python logs
 
 
 def metaray(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -26,9 +29,14 @@ def test_train_then_eval_on_a_tiny_config(data_dir, tmp_path):
     assert trained.returncode == 0, trained.stderr[-3000:]
     summary = json.loads(trained.stdout.strip().splitlines()[-1])
     assert summary["rounds"] == 2 and (tmp_path / "run" / "latest").is_file()
-    evaluated = metaray("eval", "configs/tiny.yaml", *common, f"eval.checkpoints.reptile={tmp_path / 'run'}", "--quiet")
+    assert (tmp_path / "run" / "curves.png").read_bytes().startswith(PNG)
+    evaluated = metaray("eval", "configs/tiny.yaml", *common, f"eval.checkpoints.reptile={tmp_path / 'run'}")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "| reptile | proto |" in evaluated.stdout
+    assert "eval: 100%" in evaluated.stderr  # the progress bar over every method's tasks
+    assert (tmp_path / "run" / "accuracy_vs_steps.png").read_bytes().startswith(PNG)
+    for run in (trained, evaluated):  # Ray's error-level lines (e.g. restartable actors' arguments): none
+        assert not ERROR_LINE.search(run.stdout + run.stderr), ERROR_LINE.search(run.stdout + run.stderr)[0]
     result = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert result["command"].startswith("metaray eval") and result["date"]
     rows = result["settings"]["3-way 1-shot"]

@@ -5,8 +5,6 @@ and bad input."""
 import base64
 import concurrent.futures
 import io
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,116 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-import yaml
 from PIL import Image
 
-from metaray.config import load_config
-from metaray.data import DataRegistry
 from metaray.data.squad import load_squad
 from metaray.serving.images import encode_image
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "test-token"
+TOKEN = "test-token"  # the server fixture's (conftest.py)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def two_core_config(path: Path) -> Path:
-    """serve/config.yaml with half a CPU per model replica: the three models (text,
-    question answering, images) then fit on this 2-core machine together."""
-    tree = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
-    for deployment in tree["applications"][0]["deployments"]:
-        if deployment["name"] != "Ingress":
-            deployment["ray_actor_options"] = {"num_cpus": 0.5}
-    path.write_text(yaml.safe_dump(tree))
-    return path
-
-
-class Server:
-    """`metaray serve` in a subprocess, with all three models; restartable."""
-
-    def __init__(self, checkpoints: dict[str, Path], store: Path, log: Path) -> None:
-        self.args = [f"checkpoint={checkpoints['classify']}", f"store={store}", "max_examples=40"]
-        self.args += ["max_text_chars=300", "max_texts=16", "adapt.steps=3", "max_image_bytes=100000"]
-        self.args += ["max_body_bytes=3000000", "max_labels=8", "max_label_chars=40"]
-        self.args += [
-            f"qa_checkpoint={checkpoints['qa']}",
-            "qa_adapt.steps=2",
-            f"image_checkpoint={checkpoints['image']}",
-            "image_adapt.steps=3",
-        ]
-        self.config = two_core_config(log.parent / "serve.yaml")
-        self.port, self.log, self.proc = free_port(), log, None
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {**os.environ, "METARAY_SERVE_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
-        env.pop("RAY_ADDRESS", None)
-        cmd = [sys.executable, "-m", "metaray.cli", "serve", str(self.config), *self.args, "--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except (requests.ConnectionError, requests.Timeout):  # proxy up, app still starting
-                pass
-            time.sleep(2)
-        raise AssertionError("server did not come up:\n" + self.log.read_text()[-3000:])
-
-    def stop(self) -> None:
-        """SIGTERM, as a user's Ctrl-C or a supervisor would; the whole process group
-        (the embedded Ray too) is killed if it has not gone within 90 s."""
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-            raise AssertionError("metaray serve ignored SIGTERM:\n" + self.log.read_text()[-3000:]) from None
-
-    def post(self, path: str, body=None, **kw) -> requests.Response:
-        return requests.post(f"{self.url}{path}", json=body, timeout=120, **kw)
-
-
-@pytest.fixture(scope="module")
-def corpus(data_dir):
-    return DataRegistry(data_dir).corpus("banking77")
-
-
-@pytest.fixture(scope="module")
-def server(data_dir, tiny_lm_dir, tmp_path_factory):
-    """All three models: a classification run, a question-answering run on a tiny causal
-    LM, and an image run (EfficientNet-Lite0, one round)."""
-    tmp = tmp_path_factory.mktemp("serve")
-    runs = {"classify": tmp / "run", "qa": tmp / "qa-run", "image": tmp / "image-run"}
-    env = {**os.environ}
-    env.pop("RAY_ADDRESS", None)
-    one_round = ["meta.rounds=1", "meta.eval_every=0", "meta.meta_batch_size=2"]
-    for config, run, extra in [
-        ("configs/tiny.yaml", runs["classify"], ["model.prompt_position=first"]),  # PEFT's layout: exportable
-        ("configs/tiny-qa.yaml", runs["qa"], [f"model.backbone={tiny_lm_dir}", "meta.eval_every=0"]),
-        ("configs/omniglot.yaml", runs["image"], one_round),
-    ]:
-        trained = subprocess.run(
-            [sys.executable, "-m", "metaray.cli", "train", config, "--quiet"]
-            + [f"data.data_dir={data_dir}", f"output.dir={run}", "output.tensorboard=false", *extra],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert trained.returncode == 0, trained.stderr[-3000:]
-    srv = Server(runs, tmp / "store", tmp / "serve.log")
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 def examples(corpus, classes, per_class, skip=0):
@@ -331,15 +228,6 @@ def rgba_png() -> str:
     buffer = io.BytesIO()
     Image.new("RGBA", (20, 20)).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-@pytest.fixture(scope="module")
-def drawing(data_dir):
-    """(class c, drawing k) of the meta-test alphabets -> base64 PNG."""
-    registry = DataRegistry.from_config(load_config("configs/omniglot.yaml", [f"data.data_dir={data_dir}"]).data)
-    test = registry.corpus("omniglot/test")
-    by_class = test.indices_by_class()
-    return lambda c, k: encode_image(registry.pixels([test.inputs[by_class[c][k]]])[0])
 
 
 def test_image_tasks_classify_drawings_and_refuse_bad_images(server, drawing):

@@ -134,3 +134,10 @@ def test_the_cli_catches_one_base_error_class():
     assert all(issubclass(e, MetarayError) for e in user_errors)
     handlers = [n for n in ast.walk(ast.parse((PACKAGE / "cli.py").read_text())) if isinstance(n, ast.ExceptHandler)]
     assert [ast.unparse(h.type) for h in handlers] == ["MetarayError"]
+
+
+def test_the_task_service_speaks_no_http():
+    """Task logic lives in serving/service.py (and its checks and errors), which import no
+    web framework; api.py maps the service's refusals to status codes in one table."""
+    for name in ("service", "checks", "errors", "store"):
+        assert not imports_of(PACKAGE / "serving" / f"{name}.py") & {"fastapi", "starlette"}, name

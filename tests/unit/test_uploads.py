@@ -6,9 +6,11 @@ import base64
 
 import pytest
 import requests
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
+from metaray.serving.api import STATUS
+from metaray.serving.errors import ServiceError
 from metaray.serving.schemas import ClassifyBody, CreateTask
 from metaray.serving.uploads import form_images, validated
 
@@ -42,15 +44,15 @@ def test_files_become_labelled_base64_images_in_form_order():
 
 
 def test_an_oversized_file_is_a_413_naming_it():
-    with pytest.raises(HTTPException) as err:
+    with pytest.raises(ServiceError) as err:
         parse(form([("alpha", ("small.png", b"x")), ("beta", ("huge.png", b"x" * 101))]))
-    assert err.value.status_code == 413 and "'huge.png'" in err.value.detail and "100 bytes" in err.value.detail
+    assert STATUS[type(err.value)] == 413 and "'huge.png'" in err.value.detail and "100 bytes" in err.value.detail
 
 
 def test_too_many_files_is_a_413():
-    with pytest.raises(HTTPException) as err:
+    with pytest.raises(ServiceError) as err:
         parse(form([("a", (f"{i}.png", b"x")) for i in range(5)]))
-    assert err.value.status_code == 413 and "image files: 5 is over the limit of 4" in err.value.detail
+    assert STATUS[type(err.value)] == 413 and "image files: 5 is over the limit of 4" in err.value.detail
 
 
 @pytest.mark.parametrize(
@@ -61,9 +63,9 @@ def test_too_many_files_is_a_413():
     ],
 )
 def test_a_form_without_files_or_with_an_unknown_field_is_a_422(files, data, message):
-    with pytest.raises(HTTPException) as err:
+    with pytest.raises(ServiceError) as err:
         parse(form(files, data))
-    assert err.value.status_code == 422 and message in str(err.value.detail)
+    assert STATUS[type(err.value)] == 422 and message in str(err.value.detail)
 
 
 def test_invalid_bodies_are_422s_with_the_fields_named_and_no_base64_echoed():

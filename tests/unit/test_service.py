@@ -1,0 +1,83 @@
+"""The task service without HTTP: its refusals are exception types, each mapped to one
+status code by the API's table. Run on a real task store; no model deployments (a server
+without a checkpoint for a kind), so what needs a model is refused as `NotServed`."""
+
+import asyncio
+import inspect
+
+import pytest
+import torch
+from pydantic import TypeAdapter
+
+from metaray.serving import errors
+from metaray.serving.api import STATUS
+from metaray.serving.app import ServeSettings
+from metaray.serving.schemas import AnswerBody, ClassifyBody, CreateTask, FeedbackBody
+from metaray.serving.service import TaskService
+
+
+@pytest.fixture
+def service(tmp_path):
+    models = {"classify": None, "qa": None, "image": None}
+    return TaskService(ServeSettings(checkpoint="runs/unused", store=str(tmp_path / "tasks"), max_tasks=1), models)
+
+
+def stored(service: TaskService, task_id: str, kind: str, labels: list[str]) -> None:
+    """A task written to the store as a create would write it."""
+    incarnation = service.store.claim(task_id)
+    examples = [{"text": f"{label} example", "label": label} for label in labels]
+    meta = {"kind": kind, "labels": labels, "examples": examples, "metrics": {}, "feedback": []}
+    service.store.write_version(task_id, 1, {"prompt": torch.zeros(2, 4)}, meta, incarnation)
+
+
+def test_every_refusal_has_exactly_one_status():
+    kinds = {c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.ServiceError)}
+    assert set(STATUS) == kinds - {errors.ServiceError}
+    assert len(set(STATUS.values())) == len(STATUS)
+
+
+def test_unknown_or_malformed_ids_are_not_found(service):
+    for task_id in ("nope", "bad id\n", "../etc"):
+        with pytest.raises(errors.NotFound):
+            service.get(task_id)
+        with pytest.raises(errors.NotFound):
+            service.delete(task_id)
+        with pytest.raises(errors.NotFound):
+            asyncio.run(service.classify(task_id, ClassifyBody(texts=["hi"])))
+
+
+def test_a_kind_without_a_model_is_not_served(service):
+    body = TypeAdapter(CreateTask).validate_python(
+        {"kind": "classify", "examples": [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]}
+    )
+    with pytest.raises(errors.NotServed, match="checkpoint=RUN_FOLDER"):
+        asyncio.run(service.create(body))
+    assert service.store.ids() == []
+
+
+def test_routes_of_another_kind_conflict_and_feedback_names_the_bad_label(service):
+    stored(service, "t1", "classify", ["a", "b"])
+    assert service.get("t1").labels == ["a", "b"]
+    with pytest.raises(errors.Conflict, match="use /classify"):
+        asyncio.run(service.answer("t1", AnswerBody(context="c", question="q")))
+    with pytest.raises(errors.Unprocessable) as err:
+        asyncio.run(service.feedback("t1", FeedbackBody(examples=[{"text": "z", "label": "c"}])))
+    assert err.value.detail[0]["loc"] == ["body", "examples", 0, "label"]
+    service.models["classify"] = object()  # never called: the size check refuses first
+    with pytest.raises(errors.TooLarge, match="texts: 257"):
+        asyncio.run(service.classify("t1", ClassifyBody(texts=["x"] * 257)))
+
+
+def test_a_full_store_refuses_creation_and_a_deleted_task_is_gone(service):
+    stored(service, "t1", "classify", ["a", "b"])
+    service.models["classify"] = object()  # never called: the quota refuses first
+    body = TypeAdapter(CreateTask).validate_python(
+        {"kind": "classify", "examples": [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]}
+    )
+    with pytest.raises(errors.StoreFull, match="max_tasks=1"):
+        asyncio.run(service.create(body))
+    assert [t.id for t in service.list(0, 10).tasks] == ["t1"]
+    service.delete("t1")
+    with pytest.raises(errors.NotFound):
+        service.get("t1")
+    assert service.list(0, 10).tasks == []
