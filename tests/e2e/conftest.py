@@ -19,7 +19,6 @@ from metaray.serving.images import encode_image
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def free_port() -> int:
@@ -56,9 +55,12 @@ class Server:
         self.port, self.log, self.proc = free_port(), log, None
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        env = {**os.environ, "METARAY_SERVE_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+    def start(self, token: str = TOKEN) -> None:
+        """`token`: the server's bearer token ("" serves without one)."""
+        env = {**os.environ, "METARAY_SERVE_TOKEN": token, "PYTHONUNBUFFERED": "1"}
         env.pop("RAY_ADDRESS", None)
+        if not token:
+            env.pop("METARAY_SERVE_TOKEN")
         cmd = [sys.executable, "-m", "metaray.cli", "serve", str(self.config), *self.args, "--port", str(self.port)]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True

@@ -182,3 +182,27 @@ def test_an_image_task_from_dropped_drawings_is_tried_corrected_and_improves(pag
     page.click("#delete-btn")
     page.wait_for_selector("#task", state="hidden")
     assert time.time() - started < 30
+
+
+def test_without_a_token_the_page_says_so_and_creates_tasks(browser, server):
+    """The same page against the same store served without a token (then the session's
+    server again, with its token)."""
+    server.stop()
+    server.start(token="")
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{server.url}/")
+        page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        assert page.inner_text("#token-state") == "this server needs no token"
+        page.fill("#examples", "yes\tyes please\nyes\tsure\nno\tno thanks\nno\tnever")
+        page.fill("#task-id", "pg-open")
+        page.click("#create-btn")
+        page.wait_for_selector("#tasks li[data-id='pg-open']", timeout=120_000)
+        shot(page, "8-no-token-created")
+        page.click("#delete-btn")
+        page.wait_for_selector("#tasks li[data-id='pg-open']", state="detached")
+        context.close()
+    finally:
+        server.stop()
+        server.start()

@@ -19,10 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-def test_tiny_sweep_stops_a_trial_early_and_its_best_config_trains(data_dir, tmp_path, ray_local, monkeypatch):
+def test_tiny_sweep_stops_a_trial_early_and_its_best_config_trains(data_dir, tmp_path, ray_local, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     spec = load_sweep("tune_configs/tiny.yaml", output=str(tmp_path / "sweep"))
     summary = write_report(run_sweep(spec, (f"data.data_dir={data_dir}",)))
+    assert f"trials: 100%|██████████| {spec.num_samples}/{spec.num_samples}" in capsys.readouterr().err  # the bar
     assert summary["trials"] == 4
     rows = list(csv.DictReader((tmp_path / "sweep" / "trials.csv").open()))
     assert len(rows) == 4 and all(not row["error"] for row in rows), rows
