@@ -144,6 +144,9 @@ class DataConfig:
         return path
 
 
+AGGREGATIONS = ("flat", "tree")
+
+
 @dataclass(frozen=True)
 class MetaConfig:
     algorithm: str = "reptile"  # reptile | fomaml | multitask
@@ -161,6 +164,9 @@ class MetaConfig:
     # the rest. 0 / 0: wait for every task (the exact, reproducible default).
     round_deadline_s: float = 0.0
     min_tasks: int = 0
+    # Ray mode: `flat` sends every task's pseudo-gradient to the aggregator; `tree` sums
+    # them per node first (a sub-aggregator actor on each node), equal to flat within 1e-6.
+    aggregation: str = "flat"
 
     def __post_init__(self) -> None:
         _check(self.round_deadline_s >= 0, f"meta.round_deadline_s must be >= 0, got {self.round_deadline_s}")
@@ -171,6 +177,10 @@ class MetaConfig:
         _check(not self.min_tasks or self.round_deadline_s > 0, "meta.min_tasks needs meta.round_deadline_s > 0")
         _check(self.algorithm in OUTER_ALGORITHMS, f"meta.algorithm must be one of {OUTER_ALGORITHMS}")
         _check(self.outer_optimizer in OUTER_OPTIMIZERS, f"meta.outer_optimizer must be one of {OUTER_OPTIMIZERS}")
+        _check(
+            self.aggregation in AGGREGATIONS,
+            f"meta.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}",
+        )
         _check(self.rounds >= 1, f"meta.rounds must be >= 1, got {self.rounds}")
         _check(self.meta_batch_size >= 1, f"meta.meta_batch_size must be >= 1, got {self.meta_batch_size}")
         _check(self.outer_lr > 0, f"meta.outer_lr must be > 0, got {self.outer_lr}")

@@ -7,10 +7,12 @@ from metaray.core.adapt import AdaptResult, InnerConfig, adapt
 from metaray.core.heads import LinearHead, cosine_logits, fit_linear_probe, leave_one_out_loss, prototypes
 from metaray.core.outer import (
     OUTER_ALGORITHMS,
+    PartialSum,
     TaskUpdate,
     make_outer_optimizer,
     mean_pseudo_gradient,
     outer_step,
+    partial_sum,
     query_gradient,
     reptile_pseudo_gradient,
     task_pseudo_gradient,
@@ -20,6 +22,7 @@ from metaray.core.prompt import PROMPT_INITS, SoftPrompt
 __all__ = [
     "OUTER_ALGORITHMS",
     "PROMPT_INITS",
+    "PartialSum",
     "AdaptResult",
     "InnerConfig",
     "LinearHead",
@@ -32,6 +35,7 @@ __all__ = [
     "make_outer_optimizer",
     "mean_pseudo_gradient",
     "outer_step",
+    "partial_sum",
     "prototypes",
     "query_gradient",
     "reptile_pseudo_gradient",

@@ -72,14 +72,51 @@ def task_pseudo_gradient(
     return TaskUpdate(grad, support_loss, loss)
 
 
+@dataclass
+class PartialSum:
+    """Σ over some tasks of g_i and of their losses (float64): what a sub-aggregator of
+    the aggregation tree sends up instead of one pseudo-gradient per task."""
+
+    grad_sum: torch.Tensor
+    tasks: int
+    support_loss_sum: float
+    query_loss_sum: float
+
+    def mean(self) -> torch.Tensor:
+        """Σ g_i / n as float32: the flat mean up to the rounding of the summation order."""
+        return (self.grad_sum / self.tasks).float()
+
+
+def partial_sum(parts: Sequence[TaskUpdate | PartialSum]) -> PartialSum:
+    """The sum of task updates and/or partial sums, accumulated in float64, so that any
+    grouping of the same tasks gives the same mean to float32 rounding."""
+    if not parts:
+        raise ValueError("partial_sum needs at least one task update or partial sum")
+    grad, tasks, support, query = None, 0, 0.0, 0.0
+    for part in parts:
+        if isinstance(part, PartialSum):
+            g, n, s, q = part.grad_sum, part.tasks, part.support_loss_sum, part.query_loss_sum
+        else:
+            g, n, s, q = part.pseudo_grad, 1, part.support_loss, part.query_loss
+        g = g.double()
+        if grad is not None and g.shape != grad.shape:
+            raise ValueError(f"pseudo-gradients disagree in shape: {tuple(grad.shape)} and {tuple(g.shape)}")
+        grad = g.clone() if grad is None else grad + g
+        tasks, support, query = tasks + n, support + s, query + q
+    return PartialSum(grad, tasks, support, query)
+
+
 def mean_pseudo_gradient(grads: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Mean over tasks of (P, D) pseudo-gradients."""
+    """Mean over tasks of (P, D) pseudo-gradients, summed in float64: exact (so independent
+    of grouping and order) while the values at one position span under 2^29 in magnitude,
+    and within float32 rounding beyond. The aggregation tree's per-node sums then give the
+    same θ as this flat mean."""
     if not grads:
         raise ValueError("mean_pseudo_gradient needs at least one task's pseudo-gradient")
     shapes = {tuple(g.shape) for g in grads}
     if len(shapes) != 1:
         raise ValueError(f"pseudo-gradients disagree in shape: {sorted(shapes)}")
-    return torch.stack([g.float() for g in grads]).mean(dim=0)
+    return partial_sum([TaskUpdate(g, 0.0, 0.0) for g in grads]).mean()
 
 
 def make_outer_optimizer(meta_prompt: torch.nn.Parameter, name: str, lr: float, momentum: float = 0.0):

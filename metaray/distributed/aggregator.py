@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from metaray.config import MetaConfig
-from metaray.core import make_outer_optimizer, mean_pseudo_gradient, outer_step
+from metaray.core import PartialSum, make_outer_optimizer, mean_pseudo_gradient, outer_step, partial_sum
 from metaray.distributed.adapter import TaskResult
 
 
@@ -28,14 +28,22 @@ class MetaAggregator:
     def step(self, *results: TaskResult) -> dict[str, float]:
         """θ ← outer_optimizer.step(mean_i g_i); returns the round's metrics."""
         grad = mean_pseudo_gradient([r.pseudo_grad for r in results])
+        support, query = sum(r.support_loss for r in results), sum(r.query_loss for r in results)
+        return self._step(grad, len(results), support, query)
+
+    def step_partials(self, *partials: PartialSum) -> dict[str, float]:
+        """The same step from the sub-aggregators' partial sums (`meta.aggregation: tree`)."""
+        total = partial_sum(partials)
+        return self._step(total.mean(), total.tasks, total.support_loss_sum, total.query_loss_sum)
+
+    def _step(self, grad: torch.Tensor, n: int, support_sum: float, query_sum: float) -> dict[str, float]:
         outer_step(self.meta_prompt, self.optimizer, grad)
         self.round += 1
-        n = len(results)
         return {
             "round": self.round,
             "tasks": n,
-            "support_loss": sum(r.support_loss for r in results) / n,
-            "query_loss": sum(r.query_loss for r in results) / n,
+            "support_loss": support_sum / n,
+            "query_loss": query_sum / n,
             "pseudo_grad_norm": float(grad.norm()),
         }
 
@@ -47,3 +55,12 @@ class MetaAggregator:
             self.meta_prompt.copy_(state["meta_prompt"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.round = int(state["round"])
+
+
+class NodeAggregator:
+    """One node's sub-aggregator (`meta.aggregation: tree`): it sums the pseudo-gradients
+    of the tasks that node's adapters ran, so one (P, D) tensor per node, not one per
+    task, travels to the root aggregator."""
+
+    def sum(self, *results: TaskResult) -> PartialSum:
+        return partial_sum(results)

@@ -12,12 +12,13 @@ from typing import Protocol
 
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from metaray.config import ExperimentConfig, PromptConfig
 from metaray.core import InnerConfig
 from metaray.data import TaskSpec
 from metaray.distributed.adapter import EvalResult, EvalUnit, TaskAdapter
-from metaray.distributed.aggregator import MetaAggregator
+from metaray.distributed.aggregator import MetaAggregator, NodeAggregator
 from metaray.distributed.sharded import ShardedRunner
 from metaray.kinds import kind_of
 from metaray.models import export_backbone
@@ -101,6 +102,9 @@ class RemoteAdapter(TaskAdapter):
         backbone = ray.get(ray.get(ray.get_actor(holder).get.remote())[0]) if holder else None
         super().__init__(cfg, backbone)
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
 
 class RayRunner:
     """N task-adapter actors and one aggregator actor that owns θ.
@@ -133,6 +137,13 @@ class RayRunner:
             holder = f"metaray-backbone-{uuid.uuid4().hex}"
             self.holder = ray.remote(BackboneHolder).options(name=holder, num_cpus=0).remote([self.backbone_ref])
         self.actors = [adapter_cls.remote(cfg, holder) for _ in range(r.num_actors)]
+        self.node_of: list[str] = []  # meta.aggregation: tree: each adapter's node, and a sub-aggregator per node
+        self.subs: dict[str, ray.actor.ActorHandle] = {}
+        if cfg.meta.aggregation == "tree":
+            self.node_of = ray.get([actor.node_id.remote() for actor in self.actors])
+            for node in dict.fromkeys(self.node_of):
+                on_node = NodeAffinitySchedulingStrategy(node, soft=True)  # soft: a lost node's share moves
+                self.subs[node] = ray.remote(NodeAggregator).options(num_cpus=0, scheduling_strategy=on_node).remote()
         self.aggregator = None
         self.stragglers: dict[ray.ObjectRef, int] = {}  # dropped tasks still running -> actor index
 
@@ -167,7 +178,7 @@ class RayRunner:
         meta = self.cfg.meta
         refs, owners = self._dispatch(self.aggregator.get_meta_prompt.remote(), specs)
         if meta.round_deadline_s <= 0:
-            return ray.get(self.aggregator.step.remote(*refs))
+            return self._step(refs, owners)
         done, _ = ray.wait(refs, num_returns=len(refs), timeout=meta.round_deadline_s)
         if len(done) < max(meta.min_tasks, 1):
             done, _ = ray.wait(refs, num_returns=max(meta.min_tasks, 1))
@@ -177,7 +188,19 @@ class RayRunner:
                 ray.cancel(ref)
                 self.stragglers[ref] = owner
         # θ steps with the mean over the finished tasks, in task order (a fixed summation order).
-        return ray.get(self.aggregator.step.remote(*[ref for ref in refs if ref in finished]))
+        kept = [(ref, owner) for ref, owner in zip(refs, owners, strict=True) if ref in finished]
+        return self._step([ref for ref, _ in kept], [owner for _, owner in kept])
+
+    def _step(self, refs: list[ray.ObjectRef], owners: list[int]) -> dict[str, float]:
+        """Flat: every pseudo-gradient to the aggregator. Tree: each node's sub-aggregator
+        sums its adapters' tasks (in task order), and the aggregator steps with the sums."""
+        if not self.subs:
+            return ray.get(self.aggregator.step.remote(*refs))
+        by_node: dict[str, list[ray.ObjectRef]] = {}
+        for ref, owner in zip(refs, owners, strict=True):
+            by_node.setdefault(self.node_of[owner], []).append(ref)
+        partials = [self.subs[node].sum.remote(*group) for node, group in by_node.items()]
+        return ray.get(self.aggregator.step_partials.remote(*partials))
 
     def meta_prompt(self) -> torch.Tensor:
         return ray.get(self.aggregator.get_meta_prompt.remote())
@@ -207,7 +230,7 @@ class RayRunner:
         return ray.get([actor.memory.remote() for actor in self.actors])
 
     def shutdown(self) -> None:
-        for actor in self.actors + [a for a in (self.aggregator, self.holder) if a is not None]:
+        for actor in self.actors + list(self.subs.values()) + [a for a in (self.aggregator, self.holder) if a]:
             ray.kill(actor)
 
 

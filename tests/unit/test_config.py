@@ -41,6 +41,7 @@ def test_overrides_are_typed():
         ("meta.inner.lr=abc", "meta.inner.lr must be a number"),
         ("data.n_way=2.5", "data.n_way must be an integer"),
         ("meta.algorithm=maml", "meta.algorithm must be one of"),
+        ("meta.aggregation=star", "meta.aggregation must be one of"),
         ("eval.methods=[reptil]", "did you mean 'reptile'"),
         ("data.k_shot=0", "data.k_shot must be >= 1"),
         ("meta", "must look like section.key=value"),

@@ -7,12 +7,14 @@ import torch.nn.functional as F
 from metaray.core import (
     InnerConfig,
     SoftPrompt,
+    TaskUpdate,
     adapt,
     fit_linear_probe,
     leave_one_out_loss,
     make_outer_optimizer,
     mean_pseudo_gradient,
     outer_step,
+    partial_sum,
     prototypes,
     query_gradient,
     reptile_pseudo_gradient,
@@ -160,3 +162,19 @@ def test_linear_probe_separates_separable_data():
 def test_inner_config_refuses_bad_values(bad):
     with pytest.raises(ValueError):
         InnerConfig(**bad)
+
+
+def test_partial_sums_give_the_flat_mean_for_any_grouping():
+    """The aggregation tree's arithmetic: per-node sums, then the root's mean, equal the
+    flat mean of the same tasks bit for bit, whatever the grouping and order."""
+    torch.manual_seed(0)
+    updates = [TaskUpdate(torch.randn(4, 8), float(i), 2.0 * i) for i in range(7)]
+    flat = mean_pseudo_gradient([u.pseudo_grad for u in updates])
+    for groups in ([[0, 1, 2], [3, 4, 5, 6]], [[6, 0], [5], [1, 2, 3, 4]], [[i] for i in range(7)]):
+        total = partial_sum([partial_sum([updates[i] for i in group]) for group in groups])
+        assert total.tasks == 7 and total.support_loss_sum == 21.0 and total.query_loss_sum == 42.0
+        assert torch.equal(total.mean(), flat)  # float64 sums of float32 values: exact
+    with pytest.raises(ValueError, match="at least one"):
+        partial_sum([])
+    with pytest.raises(ValueError, match="disagree in shape"):
+        partial_sum([updates[0], TaskUpdate(torch.zeros(3, 8), 0.0, 0.0)])
