@@ -165,7 +165,7 @@ class MetaConfig:
     round_deadline_s: float = 0.0
     min_tasks: int = 0
     # Ray mode: `flat` sends every task's pseudo-gradient to the aggregator; `tree` sums
-    # them per node first (a sub-aggregator actor on each node), equal to flat within 1e-6.
+    # them per node first (a sub-aggregator actor on each node); both give the same θ.
     aggregation: str = "flat"
 
     def __post_init__(self) -> None:

@@ -85,11 +85,11 @@ def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool
             if method in ev.methods:
                 inits[method] = runner.init_prompt(dataclasses.replace(cfg.prompt, init=method))
         settings = {kind.setting_name(registry, ev, shot): kind.test_specs(registry, ev, shot) for shot in ev.shots}
-        total = sum(len(_units(ev, specs, inits)) for specs in settings.values())
-        with tqdm(total=total, desc="eval", unit="task", disable=not progress) as bar:
+        units = {name: _units(ev, specs, inits) for name, specs in settings.items()}
+        with tqdm(total=sum(map(len, units.values())), desc="eval", unit="task", disable=not progress) as bar:
             for name, specs in settings.items():
                 bar.set_postfix_str(f"{name}: {', '.join(ev.methods)}")
-                out["settings"][name] = _run_setting(runner, ev, specs, inits, kind.metrics, bar.update)
+                out["settings"][name] = _run_setting(runner, ev, len(specs), units[name], kind.metrics, bar.update)
     finally:
         if own_runner:
             runner.shutdown()
@@ -104,12 +104,12 @@ def _units(ev: EvalConfig, specs: list[TaskSpec], inits: dict) -> list:
     return units + [(None, s) for s in specs if any(m in NO_PROMPT for m in ev.methods)]
 
 
-def _run_setting(runner: Runner, ev: EvalConfig, specs: list[TaskSpec], inits: dict, heads, done=None) -> dict:
-    """Every method on the same tasks, submitted together so that all actors stay busy."""
+def _run_setting(runner: Runner, ev: EvalConfig, n: int, units: list, heads, done=None) -> dict:
+    """Every method's units on the same n tasks (`_units`), submitted together so that all
+    actors stay busy."""
     prompted = [m for m in ev.methods if m not in NO_PROMPT]
     plain = [m for m in ev.methods if m in NO_PROMPT]
-    results = runner.evaluate(_units(ev, specs, inits), ev.steps, ev.inner, heads, done)
-    n = len(specs)
+    results = runner.evaluate(units, ev.steps, ev.inner, heads, done)
     rows = {m: _method_rows(results[i * n : (i + 1) * n], heads) for i, m in enumerate(prompted)}
     rows |= {m: _method_rows(results[len(prompted) * n :], NO_PROMPT[m]) for m in plain}
     return {m: rows[m] for m in ev.methods}

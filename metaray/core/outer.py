@@ -83,13 +83,15 @@ class PartialSum:
     query_loss_sum: float
 
     def mean(self) -> torch.Tensor:
-        """Σ g_i / n as float32: the flat mean up to the rounding of the summation order."""
+        """Σ g_i / n as float32."""
         return (self.grad_sum / self.tasks).float()
 
 
 def partial_sum(parts: Sequence[TaskUpdate | PartialSum]) -> PartialSum:
-    """The sum of task updates and/or partial sums, accumulated in float64, so that any
-    grouping of the same tasks gives the same mean to float32 rounding."""
+    """The sum of task updates and/or partial sums, accumulated in float64: exact (so the
+    same in any grouping and order) while the float32 values at one position span under
+    2^29 in magnitude, and within float32 rounding beyond. The aggregation tree's per-node
+    sums therefore give the same θ as the flat mean."""
     if not parts:
         raise ValueError("partial_sum needs at least one task update or partial sum")
     grad, tasks, support, query = None, 0, 0.0, 0.0
@@ -107,15 +109,7 @@ def partial_sum(parts: Sequence[TaskUpdate | PartialSum]) -> PartialSum:
 
 
 def mean_pseudo_gradient(grads: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Mean over tasks of (P, D) pseudo-gradients, summed in float64: exact (so independent
-    of grouping and order) while the values at one position span under 2^29 in magnitude,
-    and within float32 rounding beyond. The aggregation tree's per-node sums then give the
-    same θ as this flat mean."""
-    if not grads:
-        raise ValueError("mean_pseudo_gradient needs at least one task's pseudo-gradient")
-    shapes = {tuple(g.shape) for g in grads}
-    if len(shapes) != 1:
-        raise ValueError(f"pseudo-gradients disagree in shape: {sorted(shapes)}")
+    """Mean over tasks of (P, D) pseudo-gradients: `partial_sum`'s float64 sum over n."""
     return partial_sum([TaskUpdate(g, 0.0, 0.0) for g in grads]).mean()
 
 

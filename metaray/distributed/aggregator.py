@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from metaray.config import MetaConfig
-from metaray.core import PartialSum, make_outer_optimizer, mean_pseudo_gradient, outer_step, partial_sum
+from metaray.core import PartialSum, make_outer_optimizer, outer_step, partial_sum
 from metaray.distributed.adapter import TaskResult
 
 
@@ -27,23 +27,19 @@ class MetaAggregator:
 
     def step(self, *results: TaskResult) -> dict[str, float]:
         """θ ← outer_optimizer.step(mean_i g_i); returns the round's metrics."""
-        grad = mean_pseudo_gradient([r.pseudo_grad for r in results])
-        support, query = sum(r.support_loss for r in results), sum(r.query_loss for r in results)
-        return self._step(grad, len(results), support, query)
+        return self.step_partials(partial_sum(results))
 
     def step_partials(self, *partials: PartialSum) -> dict[str, float]:
         """The same step from the sub-aggregators' partial sums (`meta.aggregation: tree`)."""
         total = partial_sum(partials)
-        return self._step(total.mean(), total.tasks, total.support_loss_sum, total.query_loss_sum)
-
-    def _step(self, grad: torch.Tensor, n: int, support_sum: float, query_sum: float) -> dict[str, float]:
+        grad = total.mean()
         outer_step(self.meta_prompt, self.optimizer, grad)
         self.round += 1
         return {
             "round": self.round,
-            "tasks": n,
-            "support_loss": support_sum / n,
-            "query_loss": query_sum / n,
+            "tasks": total.tasks,
+            "support_loss": total.support_loss_sum / total.tasks,
+            "query_loss": total.query_loss_sum / total.tasks,
             "pseudo_grad_norm": float(grad.norm()),
         }
 

@@ -110,7 +110,7 @@ class api:  # noqa: N801 - the deployment's class; Serve names it "Ingress"
     @app.get("/v1/tasks")
     async def list_tasks(self, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> s.TaskList:
         """A page of tasks in id order; `next_offset` is the next page's (None after the last)."""
-        return self.service.list(offset, limit)
+        return self.service.list_tasks(offset, limit)
 
     @app.get("/v1/tasks/{task_id}")
     async def get(self, task_id: str) -> s.TaskInfo:

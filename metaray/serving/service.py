@@ -90,7 +90,7 @@ class TaskService:
                 self.store.delete(task_id, incarnation)  # a failed create leaves nothing behind
             raise
 
-    def list(self, offset: int, limit: int) -> TaskList:
+    def list_tasks(self, offset: int, limit: int) -> TaskList:
         """A page of tasks in id order; `next_offset` is the next page's (None after the last)."""
         tasks, corrupt = [], []
         ids = self.store.ids()

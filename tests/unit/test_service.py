@@ -76,8 +76,8 @@ def test_a_full_store_refuses_creation_and_a_deleted_task_is_gone(service):
     )
     with pytest.raises(errors.StoreFull, match="max_tasks=1"):
         asyncio.run(service.create(body))
-    assert [t.id for t in service.list(0, 10).tasks] == ["t1"]
+    assert [t.id for t in service.list_tasks(0, 10).tasks] == ["t1"]
     service.delete("t1")
     with pytest.raises(errors.NotFound):
         service.get("t1")
-    assert service.list(0, 10).tasks == []
+    assert service.list_tasks(0, 10).tasks == []

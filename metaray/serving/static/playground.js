@@ -196,8 +196,8 @@ function addImageLabel(name = "") {
 async function createTask() {
   clearErrors($("create"));
   const kind = $("kind").value, id = $("task-id").value.trim(), steps = $("steps").value.trim();
-  const fields = { examples: KIND_FIELD[kind], files: KIND_FIELD[kind], id: "id-error", steps: "id-error", [kind]: KIND_FIELD[kind] };
-  fields.labels = KIND_FIELD[kind];
+  const here = KIND_FIELD[kind];  // where errors about the examples go
+  const fields = { examples: here, files: here, labels: here, [kind]: here, id: "id-error", steps: "id-error" };
   let body;
   if (kind === "image") {
     const zones = [...$("image-labels").children];
@@ -292,11 +292,11 @@ async function deleteTask() {
 async function classify(items, show) {
   const task = state.task, field = task.kind === "image" ? "images" : "texts";
   const result = await api("POST", `/v1/tasks/${task.id}/classify`, { [field]: items });
-  state.last = { items, show, version: result.version };
-  renderPredictions(result, items, show);
+  state.last = { items, show };
+  renderPredictions(result, show);
 }
 
-function renderPredictions(result, items, show, corrected = {}) {
+function renderPredictions(result, show) {
   $("results").replaceChildren(...result.predictions.map((p, i) => {
     const card = document.createElement("div");
     card.className = "prediction";
@@ -310,7 +310,7 @@ function renderPredictions(result, items, show, corrected = {}) {
     card.append(head);
     for (const [label, score] of Object.entries(p.scores).sort((a, b) => b[1] - a[1])) {
       const bar = document.createElement("div");
-      bar.className = "bar" + (label === p.label ? " best" : "") + (corrected[i] === label ? " corrected" : "");
+      bar.className = "bar" + (label === p.label ? " best" : "");
       bar.dataset.label = label;
       bar.title = "click: this is the right label (sends feedback)";
       bar.innerHTML = `<span class="label"></span><span><div class="fill"></div></span><span>${(100 * score).toFixed(1)}%</span>`;
