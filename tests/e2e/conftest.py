@@ -1,6 +1,7 @@
 """The e2e fixtures shared by the HTTP tests and the browser test: one `metaray serve` with
 all three kinds of model, trained once per session."""
 
+import copy
 import os
 import signal
 import socket
@@ -54,6 +55,13 @@ class Server:
         self.config = two_core_config(log.parent / "serve.yaml")
         self.port, self.log, self.proc = free_port(), log, None
         self.url = f"http://127.0.0.1:{self.port}"
+
+    def elsewhere(self, log: Path) -> "Server":
+        """The same server (checkpoints, store, settings) on a port of its own, not started."""
+        other = copy.copy(self)
+        other.port, other.log, other.proc = free_port(), log, None
+        other.url = f"http://127.0.0.1:{other.port}"
+        return other
 
     def start(self, token: str = TOKEN) -> None:
         """`token`: the server's bearer token ("" serves without one)."""

@@ -184,15 +184,17 @@ def test_an_image_task_from_dropped_drawings_is_tried_corrected_and_improves(pag
     assert time.time() - started < 30
 
 
-def test_without_a_token_the_page_says_so_and_creates_tasks(browser, server):
-    """The same page against the same store served without a token (then the session's
-    server again, with its token)."""
+def test_without_a_token_the_page_says_so_and_creates_tasks(browser, server, tmp_path):
+    """The same page against the same store served without a token, on a port of its own
+    (a stopped server's proxy may linger a while on its port), then the session's server
+    again, with its token."""
+    unlocked = server.elsewhere(tmp_path / "serve-no-token.log")
     server.stop()
-    server.start(token="")
     try:
+        unlocked.start(token="")
         context = browser.new_context()
         page = context.new_page()
-        page.goto(f"{server.url}/")
+        page.goto(f"{unlocked.url}/")
         page.wait_for_selector("body[data-ready='1']", timeout=60_000)
         assert page.inner_text("#token-state") == "this server needs no token"
         page.fill("#examples", "yes\tyes please\nyes\tsure\nno\tno thanks\nno\tnever")
@@ -204,5 +206,7 @@ def test_without_a_token_the_page_says_so_and_creates_tasks(browser, server):
         page.wait_for_selector("#tasks li[data-id='pg-open']", state="detached")
         context.close()
     finally:
-        server.stop()
+        if unlocked.proc is not None:
+            unlocked.stop()
         server.start()
+    assert requests.post(f"{server.url}/v1/tasks", json={}, timeout=10).status_code == 401  # the token is back
