@@ -71,7 +71,7 @@ def main() -> None:
     kept = {n: {"command": previous.get("command"), **e} for n, e in previous.get("evaluations", {}).items()}
     out: dict = {"training": previous.get("training", {}) if args.skip_train else {}}
     out["evaluations"] = kept if args.only else {}
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     if not args.skip_train:
         out["training"] = train_each(CONFIG, ALGORITHMS, "omniglot", args.overrides)
     for name, extra in ({args.only: SETTINGS[args.only]} if args.only else SETTINGS).items():

@@ -81,7 +81,7 @@ def main() -> None:
     path = ROOT / "bench" / "results" / args.out
     previous = json.loads(path.read_text()) if path.is_file() else {}
     out: dict = {"training": previous.get("training", {}) if args.skip_train else {}}
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     if not args.skip_train:
         out["training"] = train_each(CONFIG, ALGORITHMS, "qa", args.overrides)
     overrides = [checkpoints_override("qa", ALGORITHMS), *args.overrides]

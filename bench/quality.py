@@ -51,7 +51,7 @@ def main() -> None:
     out: dict = json.loads(path.read_text()) if path.is_file() else {}
     out.setdefault("training", {})
     out.setdefault("evaluations", {})
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     if not args.skip_train:
         for name, extra in ALGORITHMS.items():
             cfg = load_config(cross, [*extra, f"output.dir=runs/cross-{name}", *args.overrides])

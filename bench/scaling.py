@@ -248,7 +248,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "scaling.json"))
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     throughput = throughput_section(args)
     costs = costs_section(throughput, tuple(throughput["theta_shape"]))
     result = {

@@ -128,7 +128,7 @@ def main() -> None:
     result: dict = {"raw_texts_per_s": raw_throughput(args.checkpoint, texts, labels)}
     print(f"raw batched forward: {result['raw_texts_per_s']:.1f} texts/s", flush=True)
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     store = tempfile.mkdtemp(prefix="metaray-serve-bench-")
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     deployments = [{"name": "Classifier", "num_replicas": 1, "ray_actor_options": {"num_cpus": 1}}]

@@ -129,7 +129,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_soak.json"))
     args = parser.parse_args()
     texts = list(DataRegistry(args.data_dir).corpus("banking77").inputs[:500])
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"METARAY_SERVE_TOKEN": "soak"}})
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"METARAY_SERVE_TOKEN": "soak"}}
+    )
     store = Path(tempfile.mkdtemp(prefix="metaray-serve-soak-"))
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     deployments = [{"name": "Classifier", "num_replicas": 1, "ray_actor_options": {"num_cpus": 1}}]

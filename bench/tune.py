@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--num-samples", type=int)
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     spec = load_sweep(ROOT / "tune_configs" / "intent.yaml", num_samples=args.num_samples)
     start = time.perf_counter()
     sweep = run_sweep(spec)

@@ -72,7 +72,7 @@ def check_reachable(address: str, timeout_s: float) -> None:
 
 
 def connect(cfg: RayConfig, embedded_cpus: int | None = None, dashboard: bool = False) -> None:
-    """Join `ray.address` / $RAY_ADDRESS, or start an embedded local Ray with `ray.num_cpus`,
+    """Join `ray.address` / $RAY_ADDRESS, or start a new embedded local Ray with `ray.num_cpus`,
     else `embedded_cpus`, else the CPUs the config's actors need (with its dashboard, and
     so the State API, where `dashboard`)."""
     if ray.is_initialized():
@@ -83,4 +83,6 @@ def connect(cfg: RayConfig, embedded_cpus: int | None = None, dashboard: bool = 
         ray.init(address=address, log_to_driver=True)
         return
     num_cpus = cfg.num_cpus or embedded_cpus or math.ceil(cfg.num_actors * cfg.cpus_per_actor)
-    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True)
+    # "local": a new embedded Ray even where `ray start` left a cluster on this machine
+    # (a bare `ray.init()` would join it, and refuse num_cpus).
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True)

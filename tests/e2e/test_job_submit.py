@@ -6,6 +6,7 @@ Runs in tests/e2e, before any test of this session starts an in-process Ray:
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -30,8 +31,10 @@ def head_node(monkeypatch):
     import ray
 
     assert not ray.is_initialized(), "ray stop would end this process's Ray too"
-    # Clusters run with token authentication on; head and client both say so.
+    # Clusters run with token authentication on; head and client both say so, and share a
+    # token of their own (a fresh machine has no ~/.ray/auth_token).
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     dashboard = free_port()
@@ -72,3 +75,16 @@ def test_job_submitted_through_the_jobs_api_succeeds_and_checkpoints(head_node, 
     status, report = submit(head_node, f"{job}-bad", f"data.data_dir={missing}", f"output.dir={run}")
     assert f"Job '{job}-bad' failed" in status, report
     assert str(missing) in report, "the job's logs must name the missing path"
+
+
+def test_an_embedded_run_never_joins_a_cluster_left_on_the_machine(head_node):
+    """`ray start` records its cluster for a bare `ray.init()` to join (which then refuses
+    num_cpus): with no address configured, metaray starts an embedded Ray of its own."""
+    probe = (
+        "import ray; from metaray.config import RayConfig; from metaray.runtime import connect\n"
+        "connect(RayConfig(num_cpus=1)); print(ray.cluster_resources()['CPU'])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Connecting to existing Ray cluster" not in out.stderr, out.stderr[-3000:]
+    assert float(out.stdout.split()[-1]) == 1.0, "the embedded Ray has the config's CPUs, not the head's 2"
