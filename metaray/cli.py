@@ -111,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from metaray.distributed import train
 
+            given = sys.argv[1:] if argv is None else argv
+            resume = "metaray " + shlex.join([*given, *([] if args.resume else ["--resume"])])
+            # printed first: whatever ends the run (a lost head node takes this process with it), it is in the log
+            print(
+                f"metaray: checkpoints go to {cfg.output.dir}; a stopped run continues with: {resume}", file=sys.stderr
+            )
             summary = train(cfg, progress=not args.quiet, resume=args.resume)
             print(json.dumps(summary))
         else:

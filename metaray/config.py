@@ -25,6 +25,7 @@ from metaray.errors import MetarayError
 from metaray.storage import is_uri, local_copy
 
 DATA_DIR_ENV = "METARAY_DATA_DIR"
+PLACEMENTS = ("default", "spread")
 EVAL_METHODS = (
     "protonet",
     "linear_probe",
@@ -224,9 +225,14 @@ class RayConfig:
     local: bool = False  # run the same loop in this process, without Ray (benchmarks, debugging)
     connect_timeout_s: float = 10.0  # an unreachable ray.address fails after this long
     max_restarts: int = 3  # a dead adapter actor is restarted and its task re-run, up to this many times
+    placement: str = "default"  # default: Ray's (fills a node before the next) | spread: adapters across nodes
+    resources_per_actor: dict[str, float] = field(default_factory=dict)  # custom node resources, e.g. {trainer: 1}
 
     def __post_init__(self) -> None:
         _check(self.num_actors >= 1, f"ray.num_actors must be >= 1, got {self.num_actors}")
+        _check(self.placement in PLACEMENTS, f"ray.placement must be one of {PLACEMENTS}, got {self.placement!r}")
+        for name, amount in self.resources_per_actor.items():
+            _check(amount > 0, f"ray.resources_per_actor.{name} must be > 0, got {amount}")
         _check(self.cpus_per_actor > 0, "ray.cpus_per_actor must be > 0")
         _check(self.gpus_per_actor >= 0, "ray.gpus_per_actor must be >= 0")
         _check(self.memory_per_actor_gb >= 0, "ray.memory_per_actor_gb must be >= 0")
@@ -336,8 +342,11 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path} must be a mapping, got {value!r}")
-        if typing.get_args(hint)[1] is str:
+        item_type = typing.get_args(hint)[1]
+        if item_type is str:
             return {str(k): str(v) for k, v in value.items()}
+        if item_type in (int, float):
+            return {str(k): _coerce(v, item_type, f"{path}.{k}") for k, v in value.items()}
         return {str(k): _mapping(v, f"{path}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):

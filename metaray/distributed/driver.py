@@ -13,6 +13,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+import ray
 from tqdm.auto import tqdm
 
 from metaray.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
@@ -20,6 +21,7 @@ from metaray.config import ConfigError, ExperimentConfig, experiment_from_dict, 
 from metaray.data import DataRegistry, TaskSampler, TaskSpec
 from metaray.distributed.runners import Runner, make_runner
 from metaray.distributed.zero import check_deepspeed
+from metaray.errors import MetarayError
 from metaray.kinds import kind_of
 from metaray.metrics import MetricsWriter, write_curves
 from metaray.storage import RunStore
@@ -105,6 +107,22 @@ RESUME_KEYS = (
     ("meta", "inner"),
     ("meta", "outer_optimizer"),
 )
+
+
+class RunInterrupted(MetarayError, RuntimeError):
+    """The cluster failed under a run (a lost node, a dead aggregator); the message names the
+    checkpoint that `--resume` continues from."""
+
+
+def interrupted(err: ray.exceptions.RayError, run_dir: str) -> RunInterrupted:
+    """What a Ray failure under a run means for the user: where to resume from."""
+    try:
+        where = f"the latest checkpoint is {resolve_checkpoint(run_dir, 'latest')}: the same command with --resume "
+        where += "continues from it, bit-identical to a run without the failure"
+    except MetarayError:
+        where = "no checkpoint was written yet: run the same command again"
+    cause = (str(err).strip().splitlines() or [""])[0][:300]
+    return RunInterrupted(f"the Ray cluster failed under the run ({type(err).__name__}: {cause}); {where}")
 
 
 def check_resumable(cfg: ExperimentConfig, saved: dict) -> None:
@@ -195,6 +213,10 @@ def train(
             if on_round is not None:
                 on_round(metrics)
         write_curves(run_dir)
+    except ray.exceptions.RayError as err:
+        if isinstance(err, ray.exceptions.RayTaskError):  # the task's own error (bad data, ...): as it is
+            raise
+        raise interrupted(err, run_dir) from err
     finally:
         writer.close()
         if own_runner:

@@ -6,6 +6,7 @@ protocol are written once. The local runner exists to measure what Ray costs.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Protocol
@@ -19,6 +20,7 @@ from metaray.core import InnerConfig
 from metaray.data import TaskSpec
 from metaray.distributed.adapter import EvalResult, EvalUnit, TaskAdapter
 from metaray.distributed.aggregator import MetaAggregator, NodeAggregator
+from metaray.distributed.placement import adapter_strategy, on_this_node, wait_until_placeable
 from metaray.distributed.sharded import ShardedRunner
 from metaray.kinds import kind_of
 from metaray.models import export_backbone
@@ -120,30 +122,42 @@ class RayRunner:
         connect(cfg.ray)
         self.cfg = cfg
         r = cfg.ray
+        wait_until_placeable(r)  # a request no node meets fails here, named, rather than waiting for ever
         kind = kind_of(cfg)
         shares = r.shared_backbone and kind.hugging_face  # sharing rebuilds Hugging Face models only
         self.backbone_ref = ray.put(export_backbone(*kind.load_backbone(cfg.model))) if shares else None
         # A dead adapter is restarted and its pending tasks re-run; tasks are pure functions
-        # of (θ, spec), so the round's result does not change.
+        # of (θ, spec), so the round's result does not change. Tasks retry without limit, since
+        # an actor on a lost node is "unavailable" (each retry fails at once) until Ray declares
+        # the node dead and restarts it elsewhere; max_restarts is the bound.
         adapter_cls = ray.remote(RemoteAdapter).options(
             num_cpus=r.cpus_per_actor,
             num_gpus=r.gpus_per_actor,
             memory=int(r.memory_per_actor_gb * 2**30) or None,
+            resources=dict(r.resources_per_actor) or None,
+            scheduling_strategy=adapter_strategy(r),
             max_restarts=r.max_restarts,
-            max_task_retries=r.max_restarts,
+            max_task_retries=-1,
         )
         holder, self.holder = "", None
         if shares:  # the adapters find the backbone by the holder's name (see RemoteAdapter)
             holder = f"metaray-backbone-{uuid.uuid4().hex}"
-            self.holder = ray.remote(BackboneHolder).options(name=holder, num_cpus=0).remote([self.backbone_ref])
+            pinned = ray.remote(BackboneHolder).options(name=holder, num_cpus=0, scheduling_strategy=on_this_node())
+            self.holder = pinned.remote([self.backbone_ref])
         self.actors = [adapter_cls.remote(cfg, holder) for _ in range(r.num_actors)]
-        self.node_of: list[str] = []  # meta.aggregation: tree: each adapter's node, and a sub-aggregator per node
+        # Each adapter's (first) node: said once, so a job's log shows how the work spread; with
+        # meta.aggregation: tree, a sub-aggregator per node.
+        self.node_of: list[str] = ray.get([actor.node_id.remote() for actor in self.actors])
+        print(f"metaray: {len(self.actors)} adapter actors on {len(set(self.node_of))} nodes", file=sys.stderr)
         self.subs: dict[str, ray.actor.ActorHandle] = {}
         if cfg.meta.aggregation == "tree":
-            self.node_of = ray.get([actor.node_id.remote() for actor in self.actors])
+            # Soft affinity and restarts: a lost node's sub-aggregator (stateless) comes back on
+            # another node; the grouping stays by the adapters' first nodes, which changes no sum.
+            sub_cls = ray.remote(NodeAggregator)
             for node in dict.fromkeys(self.node_of):
-                on_node = NodeAffinitySchedulingStrategy(node, soft=True)  # soft: a lost node's share moves
-                self.subs[node] = ray.remote(NodeAggregator).options(num_cpus=0, scheduling_strategy=on_node).remote()
+                on_node = NodeAffinitySchedulingStrategy(node, soft=True)
+                options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1, "scheduling_strategy": on_node}
+                self.subs[node] = sub_cls.options(**options).remote()
         self.aggregator = None
         self.stragglers: dict[ray.ObjectRef, int] = {}  # dropped tasks still running -> actor index
 
@@ -151,9 +165,10 @@ class RayRunner:
         return ray.get(self.actors[0].init_prompt.remote(prompt_cfg))
 
     def start(self, meta_prompt: torch.Tensor, state: dict | None = None) -> None:
-        # The aggregator is light (averaging (P, D) tensors); it must not hold a CPU
-        # the adapters need on a small machine.
-        self.aggregator = ray.remote(MetaAggregator).options(num_cpus=0).remote(meta_prompt, self.cfg.meta)
+        # The aggregator is light (averaging (P, D) tensors); it must not hold a CPU the
+        # adapters need on a small machine. It holds θ, so it lives on the driver's node.
+        pinned = ray.remote(MetaAggregator).options(num_cpus=0, scheduling_strategy=on_this_node())
+        self.aggregator = pinned.remote(meta_prompt, self.cfg.meta)
         if state is not None:
             ray.get(self.aggregator.load_state_dict.remote(state))
 

@@ -60,3 +60,26 @@ def test_warm_start_refuses_a_missing_checkpoint_or_another_shape(data_dir, tmp_
     train(config(data_dir, tmp_path / "a", "meta.rounds=1"), progress=False)
     with pytest.raises(ConfigError, match=r"shape \(4, 384\).*has \(8, 384\)"):
         train(config(data_dir, tmp_path / "b", "prompt.length=8", f"prompt.warm_start={tmp_path / 'a'}"))
+
+
+def test_a_cluster_failure_names_the_checkpoint_to_resume_from(data_dir, tmp_path, ray_local):
+    """The aggregator's process dies after round 2 (as with its node): the run stops with a
+    message naming round 2's checkpoint and --resume, and --resume completes the run."""
+    import ray
+
+    from metaray.distributed import RayRunner
+    from metaray.distributed.driver import RunInterrupted
+
+    cfg = load_config(
+        "configs/tiny.yaml",
+        [f"data.data_dir={data_dir}", f"output.dir={tmp_path}", "meta.eval_every=0", "meta.rounds=4"],
+    )
+    runner = RayRunner(cfg)
+    try:
+        kill = lambda metrics: metrics["round"] == 2 and ray.kill(runner.aggregator, no_restart=True)  # noqa: E731
+        with pytest.raises(RunInterrupted, match=r"ActorDiedError.*round-0*2\b.*--resume"):
+            train(cfg, progress=False, runner=runner, on_round=kill)
+    finally:
+        runner.shutdown()
+    assert train(cfg, progress=False, resume=True)["rounds"] == 4
+    assert load_checkpoint(tmp_path, "latest")[1]["round"] == 4

@@ -1,6 +1,7 @@
 """Question answering pieces: SQuAD scoring against hand-worked cases, the XQuAD loader,
 and the prompted causal LM on a tiny randomly initialised model built from a config."""
 
+import copy
 import json
 
 import pytest
@@ -143,15 +144,22 @@ def test_batched_generation_equals_one_at_a_time(tiny_lm, prompted):
 
 
 def test_bf16_compute_keeps_the_weights_the_prompt_and_its_gradient_fp32(tiny_lm):
-    bf16 = PromptedCausalLM(tiny_lm.tokenizer, tiny_lm.model, max_context_tokens=24, compute_dtype="bf16")
+    # Weights of a larger scale than the fixture's (whose logits are all near 0, so that
+    # bfloat16's rounding may not reach the loss's float32 digits on some CPUs).
+    config = copy.deepcopy(tiny_lm.model.config)
+    config.initializer_range = 0.3
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval().requires_grad_(False)
+    fp32 = PromptedCausalLM(tiny_lm.tokenizer, model, max_context_tokens=24)
+    bf16 = PromptedCausalLM(tiny_lm.tokenizer, model, max_context_tokens=24, compute_dtype="bf16")
     items = [item("the capital of france is paris .", "paris"), item("a b c d e", "c d e")]
     prompt = (torch.randn(3, 32) * 0.1).requires_grad_(True)
     loss = bf16.loss(prompt, items)
     loss.backward()
     assert prompt.grad.dtype == torch.float32 and prompt.grad.abs().sum() > 0
-    exact = tiny_lm.loss(prompt.detach(), items).item()
-    assert loss.item() != exact and loss.item() == pytest.approx(exact, rel=0.02)  # bfloat16 matmuls, close
-    assert all(p.dtype == torch.float32 and p.grad is None for p in tiny_lm.model.parameters())
+    exact = fp32.loss(prompt.detach(), items).item()
+    assert loss.item() != exact and loss.item() == pytest.approx(exact, rel=0.05)  # bfloat16 matmuls, close
+    assert all(p.dtype == torch.float32 and p.grad is None for p in model.parameters())
     assert len(bf16.generate(prompt.detach(), items)) == 2
 
 
