@@ -8,9 +8,11 @@
 2. A bounded load: `--concurrency` clients send one-text classify requests for `--seconds`
    (every 10th request a feedback example instead); the number of replicas is sampled twice
    a second throughout, and for `--cooldown` seconds after the load.
-3. Half-way through the load one Classifier replica is killed (as with its node).
+3. Two thirds into the load one Classifier replica is killed (as with its node); reads it
+   held are sent again to a live replica.
 4. Afterwards every acknowledged feedback (202) must be in the task's latest version.
-Replicas reserve 0.5 CPU (fractional), autoscale from 1 to 4 at 2 ongoing requests each.
+Replicas reserve 0.5 CPU (fractional), autoscale from 1 to 4 at 2 ongoing requests each (an
+ongoing request is one of the Ingress's batches of up to 32 texts, 4 in flight per Ingress).
 Writes bench/results/autoscale.json (or --out) and autoscale.png beside it.
 """
 
@@ -178,7 +180,7 @@ def run(args, corpus) -> dict:
     start = time.perf_counter()
     sampler, killed = Sampler(start), []
     sampler.start()
-    timer = kill_one_replica(args.seconds / 2, killed)
+    timer = kill_one_replica(args.seconds * 2 / 3, killed)
     load = asyncio.run(bounded_load(url, "load", texts, labels, args))
     timer.cancel()
     time.sleep(args.cooldown)

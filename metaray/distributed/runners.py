@@ -148,7 +148,8 @@ class RayRunner:
         # Each adapter's (first) node: said once, so a job's log shows how the work spread; with
         # meta.aggregation: tree, a sub-aggregator per node.
         self.node_of: list[str] = ray.get([actor.node_id.remote() for actor in self.actors])
-        print(f"metaray: {len(self.actors)} adapter actors on {len(set(self.node_of))} nodes", file=sys.stderr)
+        nodes = len(set(self.node_of))
+        print(f"metaray: {len(self.actors)} adapter actors on {nodes} node{'s' * (nodes != 1)}", file=sys.stderr)
         self.subs: dict[str, ray.actor.ActorHandle] = {}
         if cfg.meta.aggregation == "tree":
             # Soft affinity and restarts: a lost node's sub-aggregator (stateless) comes back on

@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 
+import ray
 from ray import serve
 
 from metaray.kinds import KINDS, QA
@@ -43,6 +44,23 @@ def task_error(err: Exception) -> NotFound | Broken:
     """A replica's TaskNotFound (deleted meanwhile) or CorruptTask, without Ray's traceback."""
     cause = getattr(err, "cause", err)
     return NotFound(str(cause)) if isinstance(cause, TaskNotFound) else Broken(str(cause))
+
+
+REPLICA_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+async def on_a_live_replica(call, attempts: int = 3):
+    """A read (classify, answer) whose replica dies under it (killed, its node lost) is sent
+    again, and Serve routes it to a live replica: reads change nothing, so the client sees
+    an answer, not a 500. Writes (adapt) are not resent."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except REPLICA_LOST:
+            if attempt + 1 == attempts:
+                raise
+            log.warning("a replica was lost under a read; sending it again")
+            await asyncio.sleep(0.2 * (attempt + 1))
 
 
 class TaskService:
@@ -189,7 +207,9 @@ class TaskService:
         async def one(kind_key: tuple[str, str], members: list[int]) -> None:
             handle = self.models[kind_key[0]].options(multiplexed_model_id=kind_key[1])
             try:
-                rows = await handle.classify.remote([t for i in members for t in calls[i][2]])
+                rows = await on_a_live_replica(
+                    lambda: handle.classify.remote([t for i in members for t in calls[i][2]])
+                )
             except (TaskNotFound, CorruptTask) as err:
                 cause = getattr(err, "cause", err)  # the replica's own exception, without Ray's traceback
                 for i in members:
@@ -210,7 +230,8 @@ class TaskService:
         check_texts(self.settings, [body.question], "question")
         handle = self._model(QA.name).options(multiplexed_model_id=task_key(meta))
         try:
-            result = await handle.answer.remote([(body.context, body.question)])  # its answers, or its refusal
+            # its answers, or its refusal
+            result = await on_a_live_replica(lambda: handle.answer.remote([(body.context, body.question)]))
         except (TaskNotFound, CorruptTask) as err:
             raise task_error(err) from err
         if isinstance(result, ContextTooLong):

@@ -17,6 +17,11 @@ import sys, threading, time, ray, torch
 from ray.cluster_utils import Cluster
 from metaray.config import load_config
 from metaray.distributed import RayRunner, preflight
+from ray._private.internal_api import node_stats
+
+def created_bytes():  # bytes each alive node's object store has created so far (put there or pulled in)
+    return {n["NodeID"]: node_stats(n["NodeManagerAddress"], n["NodeManagerPort"], False).store_stats
+            .cumulative_created_bytes for n in ray.nodes() if n["Alive"]}
 
 # A crashed node's raylet is declared dead after 4 missed 0.5 s health checks, not the default ~30 s.
 fast = {"health_check_period_ms": 500, "health_check_failure_threshold": 4, "health_check_timeout_ms": 500}
@@ -29,9 +34,11 @@ base = [f"data.data_dir={sys.argv[1]}", f"output.dir={sys.argv[2]}", "meta.meta_
 
 def run(aggregation, lose_after):
     cfg = load_config("configs/tiny.yaml", [*base, f"meta.aggregation={aggregation}"])
+    stored = created_bytes()
     sampler, runner = preflight(cfg), RayRunner(cfg)
     try:
         runner.start(runner.init_prompt())
+        backbone = ray.get(runner.backbone_ref).nbytes
         before = ray.get([a.node_id.remote() for a in runner.actors])
         assert len(set(before)) == 2 and driver not in before, before  # spread over the worker nodes
         if lose_after:
@@ -43,6 +50,11 @@ def run(aggregation, lose_after):
         first_round = metrics[0]["_s"] = time.perf_counter() - start
         assert not lose_after or first_round > lose_after, "the round ended before the node was lost"
         after = ray.get([a.node_id.remote() for a in runner.actors])
+        # The shared backbone reached each worker node once through the object store, also the
+        # node that took over the lost node's adapter (its restart maps the node's copy).
+        moved = {n: b - stored.get(n, 0) for n, b in created_bytes().items() if n in before}
+        assert all(backbone <= b < 1.5 * backbone for b in moved.values()), (backbone, moved)
+        print("MOVED", backbone, sorted(moved.values()))
         return runner.meta_prompt(), metrics, before, after
     finally:
         runner.shutdown()

@@ -81,3 +81,32 @@ def test_a_full_store_refuses_creation_and_a_deleted_task_is_gone(service):
     with pytest.raises(errors.NotFound):
         service.get("t1")
     assert service.list_tasks(0, 10).tasks == []
+
+
+def test_a_read_whose_replica_is_lost_is_sent_again_a_bounded_number_of_times():
+    """`on_a_live_replica`: a lost replica (Ray's own error types) means send again, up to 3
+    tries; any other error is the answer at once."""
+    import ray
+
+    from metaray.serving.service import on_a_live_replica
+
+    tries: list[int] = []
+
+    def replica(lost: int, error: Exception):
+        async def call():
+            tries.append(1)
+            if len(tries) <= lost:
+                raise error
+            return ["a"]
+
+        return call
+
+    assert asyncio.run(on_a_live_replica(replica(2, ray.exceptions.ActorDiedError()))) == ["a"] and len(tries) == 3
+    tries.clear()
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        asyncio.run(on_a_live_replica(replica(3, ray.exceptions.ActorDiedError())))
+    assert len(tries) == 3
+    tries.clear()
+    with pytest.raises(errors.NotFound):
+        asyncio.run(on_a_live_replica(replica(1, errors.NotFound("gone"))))
+    assert len(tries) == 1
