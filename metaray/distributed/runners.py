@@ -148,8 +148,9 @@ class RayRunner:
         # Each adapter's (first) node: said once, so a job's log shows how the work spread; with
         # meta.aggregation: tree, a sub-aggregator per node.
         self.node_of: list[str] = ray.get([actor.node_id.remote() for actor in self.actors])
-        nodes = len(set(self.node_of))
-        print(f"metaray: {len(self.actors)} adapter actors on {nodes} node{'s' * (nodes != 1)}", file=sys.stderr)
+        actors, nodes = len(self.actors), len(set(self.node_of))
+        where = f"{actors} adapter actor{'s' * (actors != 1)} on {nodes} node{'s' * (nodes != 1)}"
+        print(f"metaray: {where}", file=sys.stderr)
         self.subs: dict[str, ray.actor.ActorHandle] = {}
         if cfg.meta.aggregation == "tree":
             # Soft affinity and restarts: a lost node's sub-aggregator (stateless) comes back on
