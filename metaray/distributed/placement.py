@@ -63,9 +63,13 @@ def wait_until_placeable(r: RayConfig) -> None:
         time.sleep(0.5)
 
 
-def adapter_strategy(r: RayConfig) -> str:
-    """Ray's scheduling strategy for the adapter actors (`ray.placement`)."""
-    return {"default": "DEFAULT", "spread": "SPREAD"}[r.placement]
+def adapter_strategy(r: RayConfig) -> str | None:
+    """Ray's scheduling strategy for the adapter actors (`ray.placement`). None leaves it to
+    Ray, and keeps the adapters of a Tune trial in the trial's placement group (whose bundles
+    the sweep spreads as `ray.placement` says); an explicit strategy would take them out."""
+    if r.placement == "default" or ray.util.get_current_placement_group() is not None:
+        return None
+    return "SPREAD"
 
 
 def on_this_node() -> NodeAffinitySchedulingStrategy:

@@ -46,7 +46,9 @@ def trial_resources(cfg: ExperimentConfig) -> tune.PlacementGroupFactory:
     if r.local:  # the trial adapts in its own process
         return tune.PlacementGroupFactory([{"CPU": r.cpus_per_actor}])
     actor = {"CPU": r.cpus_per_actor, **({"GPU": r.gpus_per_actor} if r.gpus_per_actor else {})}
-    return tune.PlacementGroupFactory([{}] + [actor] * r.num_actors)
+    actor |= r.resources_per_actor  # the trial's adapters run in these bundles, spread as ray.placement says
+    strategy = "SPREAD" if r.placement == "spread" else "PACK"
+    return tune.PlacementGroupFactory([{}] + [actor] * r.num_actors, strategy=strategy)
 
 
 def _scheduler(spec: SweepSpec, cfg: ExperimentConfig):

@@ -56,3 +56,16 @@ def test_bad_sweeps_are_refused_naming_the_entry(spec, monkeypatch, space, metri
     monkeypatch.chdir(ROOT)
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_sweep(dataclasses.replace(spec, space=space, metric=metric))
+
+
+def test_a_trials_bundles_reserve_what_its_adapters_ask_where_the_config_places_them():
+    """The trial's placement group holds its adapters (they stay in it: `adapter_strategy`
+    gives them no strategy of their own there), so it carries `ray.placement` and
+    `ray.resources_per_actor` itself."""
+    from metaray.config import load_config
+    from metaray.tuning.sweep import trial_resources
+
+    spread = trial_resources(load_config(None, ["ray.placement=spread", "ray.resources_per_actor={trainer: 1}"]))
+    assert spread.strategy == "SPREAD"
+    assert spread.bundles == [{"CPU": 1.0, "trainer": 1.0}] * 2  # (the trial's own bundle is empty)
+    assert trial_resources(load_config(None, [])).strategy == "PACK"
