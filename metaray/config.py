@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from metaray.core.adapt import InnerConfig
-from metaray.core.outer import OUTER_ALGORITHMS, OUTER_OPTIMIZERS
+from metaray.core.outer import OUTER_ALGORITHMS, OUTER_OPTIMIZERS, QueryObjective, query_objective
 from metaray.core.prompt import PROMPT_INITS
 from metaray.errors import MetarayError
 from metaray.storage import is_uri, local_copy
@@ -37,6 +37,7 @@ EVAL_METHODS = (
     "multitask",
     "reptile",
     "fomaml",
+    "r2d2",
 )
 # Settings of the built-in data sets before they moved under data.sources.NAME: read in old
 # config files, checkpoints and sweep results as the new keys.
@@ -123,8 +124,16 @@ class DataConfig:
     q_query: int = 5
     same_domain: bool = False  # meta-train tasks draw all classes from one domain
     seed: int = 0
+    # A mixture of meta-training task shapes: each task's ways drawn from these, capped at its
+    # family's classes (empty: every task is n_way; meta-validation stays n_way)
+    ways: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        _check(all(w >= 2 for w in self.ways), f"data.ways must all be >= 2, got {list(self.ways)}")
+        _check(
+            not (self.ways and self.same_domain),
+            "data.ways caps each task at its family's classes, not at a domain's; unset data.ways or data.same_domain",
+        )
         _check(self.n_way >= 2, f"data.n_way must be >= 2, got {self.n_way}")
         _check(self.k_shot >= 1, f"data.k_shot must be >= 1, got {self.k_shot}")
         _check(self.q_query >= 1, f"data.q_query must be >= 1, got {self.q_query}")
@@ -150,7 +159,7 @@ AGGREGATIONS = ("flat", "tree")
 
 @dataclass(frozen=True)
 class MetaConfig:
-    algorithm: str = "reptile"  # reptile | fomaml | multitask
+    algorithm: str = "reptile"  # reptile | fomaml | multitask | r2d2 (head-matched: a ridge head fitted per task)
     rounds: int = 40
     meta_batch_size: int = 4
     inner: InnerConfig = field(default_factory=InnerConfig)
@@ -168,8 +177,20 @@ class MetaConfig:
     # Ray mode: `flat` sends every task's pseudo-gradient to the aggregator; `tree` sums
     # them per node first (a sub-aggregator actor on each node); both give the same θ.
     aggregation: str = "flat"
+    # The query loss (fomaml, multitask, r2d2; classifier kinds): the weight of the squared
+    # distance between prompted and unprompted embeddings. r2d2's ridge penalty: inner.ridge_lambda.
+    consistency: float = 0.0
+
+    def objective(self) -> QueryObjective:
+        return query_objective(self.algorithm, self.inner.ridge_lambda, self.consistency)
 
     def __post_init__(self) -> None:
+        _check(self.consistency >= 0, f"meta.consistency must be >= 0, got {self.consistency}")
+        _check(
+            not self.consistency or self.algorithm != "reptile",
+            "meta.consistency weighs a term of the query loss, and reptile's pseudo-gradient (θ - φ) never "
+            "reads the query loss; set meta.algorithm to fomaml, multitask or r2d2, or meta.consistency=0",
+        )
         _check(self.round_deadline_s >= 0, f"meta.round_deadline_s must be >= 0, got {self.round_deadline_s}")
         _check(
             0 <= self.min_tasks <= self.meta_batch_size,

@@ -40,7 +40,7 @@ from metaray.storage import write_text
 NO_PROMPT = {"protonet": ("proto",), "linear_probe": ("probe",), "instruction": QA_METRICS}
 OWN_METHODS = ("finetune",)  # baselines the adapter runs itself (its unit's init is the name)
 INIT_METHODS = ("random", "text", "vocab")
-CHECKPOINT_METHODS = ("multitask", "reptile", "fomaml")
+CHECKPOINT_METHODS = ("multitask", "reptile", "fomaml", "r2d2")
 
 
 def preflight(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
@@ -66,9 +66,40 @@ def summarise(values: list[float]) -> dict[str, float]:
     return {"mean": float(arr.mean()), "ci95": float(ci), "n": len(arr)}
 
 
+def _scores(values: list[float]) -> dict:
+    """`summarise` and the per-task values, in task order (the same tasks for every method
+    of a setting, so two methods' values pair up: see `paired_difference`)."""
+    return summarise(values) | {"values": [round(v, 4) for v in values]}
+
+
+def paired_difference(a: dict, b: dict) -> dict[str, float]:
+    """Mean and 95% half-width (Student t) of the per-task difference a − b of two cells of
+    one setting: what a comparison of methods on the same support draws rests on."""
+    diffs = np.asarray(a["values"], dtype=float) - np.asarray(b["values"], dtype=float)
+    n = len(diffs)
+    half = t_975(n - 1) * diffs.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+    return {"mean": float(diffs.mean()), "ci95": float(half), "n": n}
+
+
+# Student t's 0.975 quantile by degrees of freedom 1..30; beyond, at most 2.042 (the normal's 1.96)
+T_975 = dict(
+    enumerate(
+        (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
+        + (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042),
+        start=1,
+    )
+)
+
+
+def t_975(df: int) -> float:
+    """Student t's 0.975 quantile: the table to 30 degrees of freedom, then 2.0 to 60 and
+    1.98 beyond (within 0.02 of the exact value)."""
+    return T_975.get(df, 2.0 if df <= 60 else 1.98)
+
+
 def _method_rows(results: list[EvalResult], heads: tuple[str, ...]) -> dict:
     steps = sorted(results[0].scores)
-    rows = {head: {str(t): summarise([r.scores[t][head] for r in results]) for t in steps} for head in heads}
+    rows = {head: {str(t): _scores([r.scores[t][head] for r in results]) for t in steps} for head in heads}
     return {"heads": rows, "adapt_seconds": summarise([r.adapt_seconds for r in results])}
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 INNER_OPTIMIZERS = ("sgd", "adam")
+INNER_LOSSES = ("proto", "ridge")
 
 # loss_fn(params, step) -> scalar loss. `params` maps names ("prompt", "head.weight",
 # ...) to leaf tensors; `step` lets the loss draw a deterministic mini-batch.
@@ -30,6 +31,10 @@ class InnerConfig:
     batch_ways: int = 16  # classes in one inner mini-episode drawn from the support set
     batch_shots: int = 0  # support examples per class in it (0: all)
     views: int = 0  # images: warped copies of each support example as the loss's queries (0: leave-one-out)
+    # the support loss: leave-one-out against prototypes (proto) or through a ridge head (ridge,
+    # matched to the r2d2 objective); ridge_lambda is the ridge head's penalty wherever one is fitted
+    loss: str = "proto"
+    ridge_lambda: float = 1.0
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -44,6 +49,10 @@ class InnerConfig:
             raise ValueError(f"inner.batch_shots must be >= 0, got {self.batch_shots}")
         if self.views < 0:
             raise ValueError(f"inner.views must be >= 0, got {self.views}")
+        if self.loss not in INNER_LOSSES:
+            raise ValueError(f"inner.loss must be one of {INNER_LOSSES}, got {self.loss!r}")
+        if self.ridge_lambda <= 0:
+            raise ValueError(f"inner.ridge_lambda must be > 0, got {self.ridge_lambda}")
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Per-task heads on L2-normalised sentence embeddings.
 
-Prototype head (Snell et al. 2017) with cosine similarity, and a linear probe
+Prototype head (Snell et al. 2017) with cosine similarity, a linear probe
 (multinomial logistic regression, L-BFGS) initialised from the prototypes, as the
-Proto-MAML head of Triantafillou et al. 2020.
+Proto-MAML head of Triantafillou et al. 2020, and a ridge-regression head fitted in
+closed form, differentiable in the embeddings (R2-D2, Bertinetto et al. 2019).
 """
 
 from __future__ import annotations
@@ -75,3 +76,31 @@ def fit_linear_probe(
 
     optimizer.step(closure)
     return LinearHead(weight.detach(), bias.detach(), scale)
+
+
+def ridge_head(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int, lam: float) -> torch.Tensor:
+    """R2-D2's head (Bertinetto et al. 2019, eq. 4-5): W = Xᵀ(XXᵀ + λI)⁻¹Y, the ridge
+    regression of one-hot targets Y (N, C) on (N, D) embeddings X, in the Woodbury form
+    whose solve is N x N (N support examples < D). Returns W, shape (D, C); the solve is
+    differentiable, so a loss on query logits X_q W reaches the embeddings of the support."""
+    if lam <= 0:
+        raise ValueError(f"the ridge penalty must be > 0, got {lam}")
+    x = embeddings
+    targets = F.one_hot(labels, n_classes).to(x.dtype)
+    gram = x @ x.T + lam * torch.eye(x.shape[0], dtype=x.dtype)
+    return x.T @ torch.linalg.solve(gram, targets)
+
+
+def ridge_leave_one_out_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int, lam: float, scale: float
+) -> torch.Tensor:
+    """Cross-entropy of each support example scored by the ridge head fitted on the others,
+    in closed form: with A = XXᵀ + λI, the leave-one-out prediction of example i is
+    y_i − (A⁻¹Y)_i / (A⁻¹)_ii (the ridge regression's exact LOO identity). The inner loss
+    matched to `ridge_head`, differentiable in the (N, D) embeddings; a class with one
+    example has nothing left to fit it, so its LOO score says how far it sits from the rest."""
+    x = embeddings
+    targets = F.one_hot(labels, n_classes).to(x.dtype)
+    inverse = torch.linalg.inv(x @ x.T + lam * torch.eye(x.shape[0], dtype=x.dtype))
+    loo = targets - (inverse @ targets) / torch.diagonal(inverse).unsqueeze(1)
+    return F.cross_entropy(scale * loo, labels)

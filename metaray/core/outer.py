@@ -8,6 +8,11 @@ optimizer", so the aggregator never needs to know which one runs:
 - First-order MAML (Finn et al. 2017, §5.2): g_i = ∇_φ L_query(φ) at φ = φ_i.
 - Multi-task (joint training, SPoT-style transfer; Vu et al. 2022): g_i = ∇_θ L_task(θ),
   i.e. first-order MAML with zero inner steps.
+- R2-D2 (Bertinetto et al. 2019), the head-matched objective: g_i = ∇_θ L_query(θ) where
+  the query set is scored by a ridge-regression head fitted in closed form on the support
+  set under θ, so the meta-gradient reaches θ through the fitted head (and through the
+  support's embeddings) as a linear head fitted at test would use them. The inner loop is
+  the closed-form fit; the prompt takes no inner steps.
 """
 
 from __future__ import annotations
@@ -19,8 +24,35 @@ import torch
 
 from metaray.core.adapt import InnerConfig, LossFn, adapt
 
-OUTER_ALGORITHMS = ("reptile", "fomaml", "multitask")
+OUTER_ALGORITHMS = ("reptile", "fomaml", "multitask", "r2d2")
 OUTER_OPTIMIZERS = ("sgd", "adam")
+QUERY_HEADS = ("proto", "ridge")
+# the algorithms whose pseudo-gradient is a gradient of the query loss at θ (no inner loop)
+AT_META_PROMPT = ("multitask", "r2d2")
+
+
+@dataclass(frozen=True)
+class QueryObjective:
+    """What the query loss scores: the query set against the support's prototypes
+    (`proto`) or through a ridge head fitted on the support in closed form (`ridge`,
+    penalty `ridge_lambda`), plus `consistency` x the mean squared distance between each
+    input's prompted and unprompted embedding (keeps a prompt meta-trained on a few
+    domains from moving the embedding away from what transfers)."""
+
+    head: str = "proto"
+    ridge_lambda: float = 1.0
+    consistency: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.head not in QUERY_HEADS:
+            raise ValueError(f"query head must be one of {QUERY_HEADS}, got {self.head!r}")
+        if self.ridge_lambda <= 0 or self.consistency < 0:
+            raise ValueError(f"need ridge_lambda > 0 and consistency >= 0, got {self.ridge_lambda}, {self.consistency}")
+
+
+def query_objective(algorithm: str, ridge_lambda: float = 1.0, consistency: float = 0.0) -> QueryObjective:
+    """The query objective `algorithm` takes its gradient of: R2-D2's is head-matched."""
+    return QueryObjective("ridge" if algorithm == "r2d2" else "proto", ridge_lambda, consistency)
 
 
 def reptile_pseudo_gradient(meta_prompt: torch.Tensor, adapted_prompt: torch.Tensor) -> torch.Tensor:
@@ -54,10 +86,11 @@ def task_pseudo_gradient(
 ) -> TaskUpdate:
     """g_i for one task: φ_i ← θ, `inner.steps` steps on L_support(φ_i), then
     θ − φ_i (reptile), ∇_φ L_query(φ_i) (fomaml), or ∇_θ L_query(θ) with no inner loop
-    (multitask). `support_loss_fn(params, step)` as in `adapt`; `query_loss_fn(prompt)`."""
+    (multitask; r2d2, whose `query_loss_fn` fits its head in closed form, see
+    `query_objective`). `support_loss_fn(params, step)` as in `adapt`; `query_loss_fn(prompt)`."""
     if algorithm not in OUTER_ALGORITHMS:
         raise ValueError(f"meta algorithm must be one of {OUTER_ALGORITHMS}, got {algorithm!r}")
-    if algorithm == "multitask":
+    if algorithm in AT_META_PROMPT:
         grad, loss = query_gradient(meta_prompt, query_loss_fn)
         return TaskUpdate(grad, loss, loss)
     result = adapt({"prompt": meta_prompt}, support_loss_fn, inner)

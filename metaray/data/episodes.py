@@ -52,6 +52,11 @@ def episode_rng(spec: TaskSpec) -> np.random.Generator:
     return np.random.default_rng([spec.seed, zlib.crc32(spec.family.encode()), spec.index])
 
 
+def eligible_classes(corpus: Corpus, needed_per_class: int) -> int:
+    """How many classes of the corpus have at least `needed_per_class` examples."""
+    return int((np.bincount(corpus.labels, minlength=len(corpus.label_names)) >= needed_per_class).sum())
+
+
 def check_feasible(corpus: Corpus, n_way: int, needed_per_class: int, same_group: bool = False) -> None:
     """Refuse an episode shape the corpus cannot supply, before any work starts."""
     counts = np.bincount(corpus.labels, minlength=len(corpus.label_names))
@@ -132,7 +137,9 @@ def _episode(support_corpus: Corpus, query_corpus: Corpus, support, query, class
 class TaskSampler:
     """Meta-training tasks: task t of the run is `spec(t)`, a pure function of t, so a
     resumed run continues the same sequence. A family is chosen per task with
-    probability proportional to its number of classes."""
+    probability proportional to its number of classes. With `ways`, each task's number
+    of classes is drawn from them and capped at its family's class count (a mixture of
+    task shapes: a 48-way task of CLINC150 beside a 7-way one of SNIPS)."""
 
     families: tuple[str, ...]
     class_counts: tuple[int, ...]
@@ -141,11 +148,15 @@ class TaskSampler:
     q_query: int
     seed: int
     same_group: bool = False
+    ways: tuple[int, ...] = ()
 
     def spec(self, task_index: int) -> TaskSpec:
         rng = np.random.default_rng([self.seed, 0x7A5C, task_index])
         weights = np.array(self.class_counts, dtype=float)
-        family = self.families[int(rng.choice(len(self.families), p=weights / weights.sum()))]
+        chosen = int(rng.choice(len(self.families), p=weights / weights.sum()))
+        n_way = self.n_way
+        if self.ways:
+            n_way = min(self.ways[int(rng.integers(len(self.ways)))], self.class_counts[chosen])
         return TaskSpec(
-            family, task_index, self.n_way, self.k_shot, self.q_query, self.seed, same_group=self.same_group
+            self.families[chosen], task_index, n_way, self.k_shot, self.q_query, self.seed, same_group=self.same_group
         )

@@ -107,7 +107,7 @@ class TaskAdapter:
             meta.algorithm,
             meta_prompt,
             self.prompted.support_loss_fn(episode, meta.inner, seed=spec.index),
-            lambda prompt: self.prompted.query_loss(prompt, episode),
+            lambda prompt: self.prompted.query_loss(prompt, episode, meta.objective()),
             meta.inner,
         )
         return TaskResult(update.pseudo_grad, update.support_loss, update.query_loss, spec)

@@ -40,12 +40,16 @@ def preflight(cfg: ExperimentConfig) -> TaskSampler:
     registry = DataRegistry.from_config(cfg.data)
     d = cfg.data
     needed = d.k_shot + d.q_query
-    counts = [kind.family_size(registry, f, d.n_way, d.k_shot, needed, d.same_domain) for f in d.meta_train]
+    smallest = 2 if d.ways else d.n_way  # with ways, a family with 2 classes can give a (capped) task
+    counts = [kind.family_size(registry, f, smallest, d.k_shot, needed, d.same_domain) for f in d.meta_train]
+    if d.ways:  # each task's ways are capped at its family's classes with enough examples
+        counts = [kind.task_classes(registry, f, needed) for f in d.meta_train]
     if cfg.meta.eval_every:
         kind.family_size(registry, d.meta_val, d.n_way, d.k_shot, needed)
     kind.check_backbone(cfg.model)
     n_way = kind.task_ways(d.n_way)
-    return TaskSampler(tuple(d.meta_train), tuple(counts), n_way, d.k_shot, d.q_query, d.seed, d.same_domain)
+    ways = tuple(kind.task_ways(w) for w in d.ways)
+    return TaskSampler(tuple(d.meta_train), tuple(counts), n_way, d.k_shot, d.q_query, d.seed, d.same_domain, ways)
 
 
 def validation_specs(cfg: ExperimentConfig) -> list[TaskSpec]:
@@ -56,11 +60,12 @@ def validation_specs(cfg: ExperimentConfig) -> list[TaskSpec]:
 
 
 def meta_validate(runner: Runner, cfg: ExperimentConfig, meta_prompt) -> float:
-    """Mean query score (%) after `meta.val_steps` steps from θ, in the kind's primary
-    metric: prototype accuracy, or answer F1 for question answering."""
+    """Mean query score (%) after `meta.val_steps` steps from θ, in the kind's validation
+    metric: prototype accuracy (linear-probe accuracy for a head-matched objective), or
+    answer F1 for question answering."""
     inner = dataclasses.replace(cfg.meta.inner, steps=cfg.meta.val_steps)
     units = [(meta_prompt, spec) for spec in validation_specs(cfg)]
-    metric = kind_of(cfg).primary_metric
+    metric = kind_of(cfg).validation_metric(cfg.meta)
     results = runner.evaluate(units, (cfg.meta.val_steps,), inner, (metric,))
     return sum(r.scores[cfg.meta.val_steps][metric] for r in results) / len(results)
 
@@ -101,11 +106,13 @@ RESUME_KEYS = (
     ("data", "k_shot"),
     ("data", "q_query"),
     ("data", "same_domain"),
+    ("data", "ways"),
     ("data", "seed"),
     ("meta", "algorithm"),
     ("meta", "meta_batch_size"),
     ("meta", "inner"),
     ("meta", "outer_optimizer"),
+    ("meta", "consistency"),
 )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metaray.config import ConfigError, EvalConfig, ExperimentConfig
-from metaray.data import DataRegistry, Episode, TaskSpec, check_feasible, sample_episode
+from metaray.config import ConfigError, EvalConfig, ExperimentConfig, MetaConfig
+from metaray.data import DataRegistry, Episode, TaskSpec, check_feasible, eligible_classes, sample_episode
 
 
 def require(ok: bool, message: str) -> None:
@@ -27,21 +27,33 @@ class KindRules:
     full_protocol: bool = False
     sharded: bool = True
     regions: bool = False  # prompt.region (a visual prompt's pixels)
+    heads: bool = False  # scores through a head fitted on the support: meta.algorithm=r2d2, meta.consistency
 
 
 PROMPT_METHODS = ("random", "multitask", "reptile", "fomaml")
+HEAD_METHODS = ("r2d2",)  # meta-learned through a head fitted on the support (kinds with heads)
 TEXT_INITS = ("text", "vocab")  # prompt inits (and eval methods) from a vocabulary
 
 
 def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
     """Refuse settings `kind` cannot take, naming the setting and what to set instead."""
     methods = rules.own_methods + PROMPT_METHODS + (TEXT_INITS if rules.text_inits else ())
+    methods += HEAD_METHODS if rules.heads else ()
     for method in cfg.eval.methods:
         require(
             method in methods,
             f"eval.methods: {method!r} is not a method for kind={kind} (its methods: {', '.join(methods)}); set "
             "eval.methods (configs/qa.yaml and configs/omniglot.yaml are presets for the other kinds)",
         )
+    require(
+        rules.heads or cfg.meta.algorithm not in HEAD_METHODS,
+        f"meta.algorithm={cfg.meta.algorithm} fits a classifier head on each task's support set, and kind={kind} "
+        "has no head; set meta.algorithm to reptile, fomaml or multitask",
+    )
+    require(
+        rules.heads or not cfg.meta.consistency,
+        f"meta.consistency compares prompted and unprompted embeddings, which kind={kind} has not; set it to 0",
+    )
     require(
         rules.text_inits or cfg.prompt.init not in TEXT_INITS,
         f"kind={kind}: a visual prompt has no vocabulary; set prompt.init=random, not {cfg.prompt.init!r}",
@@ -54,6 +66,11 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
         require(
             rules.views or not inner.views,
             f"{section}.inner.views: warped views are for images (kind=image); set it to 0 for kind={kind}",
+        )
+        require(
+            rules.heads or inner.loss == "proto",
+            f"{section}.inner.loss={inner.loss} scores through a classifier head, and kind={kind} has none; "
+            "set it to proto",
         )
     require(
         rules.bf16 or cfg.model.compute_dtype == "fp32",
@@ -88,6 +105,10 @@ class KindBase:
     def check_config(self, cfg: ExperimentConfig) -> None:
         check_rules(self.name, self.rules, cfg)
 
+    def validation_metric(self, meta: MetaConfig) -> str:
+        """The score meta-validation selects on: the head the meta-objective trains for."""
+        return "probe" if meta.objective().head == "ridge" else self.primary_metric
+
 
 class CorpusTasks(KindBase):
     """N-way K-shot episodes of labelled corpora (classify and image kinds)."""
@@ -101,6 +122,10 @@ class CorpusTasks(KindBase):
 
     def task_ways(self, n_way: int) -> int:
         return n_way
+
+    def task_classes(self, registry: DataRegistry, name: str, needed: int) -> int:
+        """The most ways a task of the family can have: its classes with `needed` examples."""
+        return eligible_classes(registry.corpus(name), needed)
 
     def episode(self, registry: DataRegistry, spec: TaskSpec) -> Episode:
         support = registry.corpus(spec.support_family) if spec.support_family else None

@@ -20,7 +20,12 @@ class ImageKind(CorpusTasks):
     metrics = HEADS
     primary_metric = "proto"
     rules = KindRules(
-        own_methods=("protonet", "linear_probe", "finetune"), text_inits=False, views=True, sharded=False, regions=True
+        own_methods=("protonet", "linear_probe", "finetune"),
+        text_inits=False,
+        views=True,
+        sharded=False,
+        regions=True,
+        heads=True,
     )
     hugging_face = False  # EfficientNet-Lite and wrapped vision models: each actor loads its own
     input_field, checkpoint_setting, budget_setting = "image", "image_checkpoint", "image_adapt"

@@ -55,6 +55,9 @@ class QAKind(KindBase):
     def task_ways(self, n_way: int) -> int:
         return 0  # a task is one article, not N classes
 
+    def task_classes(self, registry: DataRegistry, name: str, needed: int) -> int:
+        return len(registry.load(name))  # the sampler's weight of the family: its articles
+
     def episode(self, registry: DataRegistry, spec: TaskSpec) -> QAEpisode:
         return sample_qa_episode(spec, registry.load(spec.family))
 

@@ -13,12 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from metaray.config import PromptConfig
-from metaray.core import InnerConfig, cosine_logits, fit_linear_probe, leave_one_out_loss, prototypes
+from metaray.core import InnerConfig, QueryObjective, cosine_logits, fit_linear_probe, prototypes
 from metaray.core.adapt import LossFn
+from metaray.core.heads import leave_one_out_loss, ridge_head, ridge_leave_one_out_loss
 from metaray.data import Episode
 from metaray.models.encoder import PromptedEncoder
 
 HEADS = ("proto", "probe")
+PROTOTYPES = QueryObjective()  # the query loss against the support's prototypes
 
 
 class PromptedClassifier:
@@ -34,11 +36,12 @@ class PromptedClassifier:
         return self.encoder.init_prompt(cfg)
 
     def support_loss_fn(self, episode: Episode, inner: InnerConfig, seed: int) -> LossFn:
-        """Prototypical loss on an inner mini-episode of at most `inner.batch_ways` classes
-        x `inner.batch_shots` examples of the support set, drawn afresh at each step from
+        """Loss on an inner mini-episode of at most `inner.batch_ways` classes x
+        `inner.batch_shots` examples of the support set, drawn afresh at each step from
         (seed, step): leave-one-out, or (images, `inner.views` > 0) `inner.views` warped
-        copies of each example scored against the prototypes of the originals, a loss
-        that still teaches something at one shot, where there is nothing to leave out."""
+        copies of each example scored against the originals, a loss that still teaches
+        something at one shot, where there is nothing to leave out. Scored against the
+        prototypes (`inner.loss=proto`) or a ridge head (`ridge`, the r2d2 objective's head)."""
         labels = episode.support_labels
         n = episode.n_classes
 
@@ -53,23 +56,42 @@ class PromptedClassifier:
             if inner.batch_shots:
                 rows = np.concatenate([_at_most(rng, rows[labels[rows] == c], inner.batch_shots) for c in classes])
             texts, y = [episode.support_inputs[i] for i in rows], torch.from_numpy(relabel[labels[rows]])
+            c, lam = len(classes), inner.ridge_lambda
             if not inner.views:
-                return leave_one_out_loss(self.encoder.embed(texts, params["prompt"]), y, len(classes), self.scale)
+                emb = self.encoder.embed(texts, params["prompt"])
+                if inner.loss == "ridge":
+                    return ridge_leave_one_out_loss(emb, y, c, lam, self.scale)
+                return leave_one_out_loss(emb, y, c, self.scale)
             emb = self.encoder.embed_views(texts, params["prompt"], inner.views, rng)
-            protos = prototypes(emb[: len(rows)], y, len(classes))
-            return F.cross_entropy(cosine_logits(emb[len(rows) :], protos, self.scale), y.repeat(inner.views))
+            originals, views = emb[: len(rows)], emb[len(rows) :]
+            if inner.loss == "ridge":
+                logits = self.scale * views @ ridge_head(originals, y, c, lam)
+            else:
+                logits = cosine_logits(views, prototypes(originals, y, c), self.scale)
+            return F.cross_entropy(logits, y.repeat(inner.views))
 
         return loss
 
-    def query_loss(self, prompt: torch.Tensor, episode: Episode) -> torch.Tensor:
-        """Cross-entropy of the query set against support prototypes, both under `prompt`.
+    def query_loss(self, prompt: torch.Tensor, episode: Episode, objective: QueryObjective = PROTOTYPES):
+        """Cross-entropy of the query set, both sets under `prompt`, against the support's
+        prototypes or through a ridge head fitted on the support (`objective.head`), plus
+        `objective.consistency` x the mean squared distance to the unprompted embeddings.
         One forward pass over support and query together: a partitioned (ZeRO-3) backbone
         frees its gathered layers only when each backward pass covers one forward pass."""
         n_support = len(episode.support_inputs)
-        both = self.encoder.embed(episode.support_inputs + episode.query_inputs, prompt)
+        inputs = episode.support_inputs + episode.query_inputs
+        both = self.encoder.embed(inputs, prompt)
         support, query = both[:n_support], both[n_support:]
-        protos = prototypes(support, torch.from_numpy(episode.support_labels), episode.n_classes)
-        return F.cross_entropy(cosine_logits(query, protos, self.scale), torch.from_numpy(episode.query_labels))
+        s_labels, n = torch.from_numpy(episode.support_labels), episode.n_classes
+        if objective.head == "ridge":
+            logits = self.scale * query @ ridge_head(support, s_labels, n, objective.ridge_lambda)
+        else:
+            logits = cosine_logits(query, prototypes(support, s_labels, n), self.scale)
+        loss = F.cross_entropy(logits, torch.from_numpy(episode.query_labels))
+        if objective.consistency:
+            plain = self.encoder.encode(inputs, None)
+            loss = loss + objective.consistency * (both - plain).pow(2).sum(-1).mean()
+        return loss
 
     def score(self, prompt: torch.Tensor | None, episode: Episode, heads=HEADS) -> tuple[dict[str, float], float]:
         """Query accuracy (%) of each head, with support and query encoded under `prompt`,

@@ -47,8 +47,10 @@ class PromptedQA:
 
         return loss
 
-    def query_loss(self, prompt: torch.Tensor, episode: QAEpisode) -> torch.Tensor:
-        """Answer cross-entropy on the query questions under `prompt` (one forward pass)."""
+    def query_loss(self, prompt: torch.Tensor, episode: QAEpisode, objective=None) -> torch.Tensor:
+        """Answer cross-entropy on the query questions under `prompt` (one forward pass).
+        `objective` is the classifier kinds' (a head to score by); the kind's rules refuse
+        an algorithm or consistency term that would need one here."""
         return self.lm.loss(prompt, list(episode.query))
 
     def score(

@@ -2,7 +2,9 @@
 
     OUT/adapter_config.json        PromptTuningConfig (feature extraction, P virtual tokens)
     OUT/adapter_model.safetensors  {"prompt_embeddings": φ (P, D)}
-    OUT/metaray_head.safetensors   {"prototypes": (C, D)}, and OUT/labels.json: the task's head
+    OUT/metaray_head.safetensors   {"prototypes": (C, D)} and, where the task has one, its linear
+                                   head {"head_weight": (C, D), "head_bias": (C,)}; OUT/labels.json:
+                                   the labels, the logits' scale and the head the task answers with
 
 `PeftModel.from_pretrained(AutoModel.from_pretrained(BACKBONE), OUT)` then computes the
 same hidden states as metaray for the text positions. PEFT puts the virtual tokens
@@ -20,6 +22,8 @@ from safetensors.torch import save_file
 from metaray.errors import MetarayError
 from metaray.models import PromptedEncoder
 from metaray.serving.store import TaskVersion
+
+HEAD_TENSORS = ("prototypes", "head_weight", "head_bias")
 
 
 class ExportError(MetarayError, ValueError):
@@ -49,6 +53,9 @@ def export_peft(task: TaskVersion, encoder: PromptedEncoder, backbone: str, out:
         base_model_name_or_path=backbone,
     ).save_pretrained(str(out))
     save_file({"prompt_embeddings": prompt}, str(out / "adapter_model.safetensors"))
-    save_file({"prototypes": task.tensors["prototypes"].contiguous()}, str(out / "metaray_head.safetensors"))
-    (out / "labels.json").write_text(json.dumps({"labels": task.meta["labels"], "scale": encoder.cfg.scale}))
+    head = {k: v.contiguous() for k, v in task.tensors.items() if k in HEAD_TENSORS}
+    save_file(head, str(out / "metaray_head.safetensors"))
+    answers_with = "probe" if "head_weight" in head else "proto"
+    meta = {"labels": task.meta["labels"], "scale": encoder.cfg.scale, "head": answers_with}
+    (out / "labels.json").write_text(json.dumps(meta))
     return out

@@ -359,7 +359,7 @@ class TaskService:
         return self.models[kind]
 
     async def _adapt(self, kind: str, examples: list[dict], steps: int | None) -> tuple[dict, dict]:
-        """φ (and, for classification, prototypes) from the examples, on the kind's model."""
+        """φ (and, for classification, prototypes and the linear head) from the examples, on the kind's model."""
         if kind not in INPUT:  # question answering: (context, question, answer) examples
             return await self._model(kind).adapt.remote(examples, steps)
         inputs, labels = [e[INPUT[kind]] for e in examples], [e["label"] for e in examples]

@@ -69,7 +69,7 @@ def task_key(meta: dict) -> str:
 
 @dataclass
 class TaskVersion:
-    """One adaptation of a task: tensors (prompt, prototypes) and metadata (kind,
+    """One adaptation of a task: tensors (prompt, prototypes, a linear head) and metadata (kind,
     labels, examples, included feedback, adaptation metrics)."""
 
     task_id: str

@@ -1,6 +1,7 @@
 """Few-shot tasks online: adapt φ from the meta-learned θ on a handful of examples with
-the same `core.adapt` and support loss as meta-training, then classify with the task's
-prototypes (`TaskClassifier`) or answer questions with greedy decoding (`TaskAnswerer`).
+the same `core.adapt` and support loss as meta-training, then classify with a linear head
+fitted on the examples under φ, or the task's prototypes (`TaskClassifier`), or answer
+questions with greedy decoding (`TaskAnswerer`).
 No Ray here: the Serve deployments wrap this.
 """
 
@@ -16,7 +17,7 @@ import torch
 
 from metaray.checkpoint import CheckpointError, load_checkpoint
 from metaray.config import ModelConfig, experiment_from_dict
-from metaray.core import InnerConfig, adapt, cosine_logits, prototypes
+from metaray.core import InnerConfig, LinearHead, adapt, cosine_logits, fit_linear_probe, prototypes
 from metaray.core.adapt import AdaptResult
 from metaray.data import Episode, QAEpisode, QAItem
 from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named, kind_of
@@ -31,7 +32,7 @@ class ClassifyRequest:
     """One request's share of a batch: a task's tensors and labels, and its texts."""
 
     key: str  # task id @ version: requests with equal keys share one forward pass
-    tensors: dict[str, torch.Tensor]  # prompt (P, D), prototypes (C, D)
+    tensors: dict[str, torch.Tensor]  # prompt (P, D), prototypes (C, D), and a linear head's weight (C, D), bias (C,)
     labels: tuple[str, ...]
     texts: tuple[str, ...]
 
@@ -72,46 +73,68 @@ def _metrics(inner: InnerConfig, result: AdaptResult, start: float) -> dict:
     }
 
 
+SERVED_HEADS = ("probe", "proto")
+
+
 class TaskClassifier:
     """The frozen encoder (loaded once) and θ from a meta-training checkpoint; of texts,
-    or (kind "image") of base64 images, which it decodes itself."""
+    or (kind "image") of base64 images, which it decodes itself. `head`: what a task
+    answers with, a linear head fitted on its examples (`probe`: logistic regression on
+    the prompted embeddings, what wins at meta-test) or their prototypes (`proto`)."""
 
-    def __init__(self, checkpoint: str, inner: InnerConfig, threads: int = 1, kind: str = CLASSIFY.name) -> None:
+    def __init__(
+        self, checkpoint: str, inner: InnerConfig, threads: int = 1, kind: str = CLASSIFY.name, head: str = "probe"
+    ) -> None:
         torch.set_num_threads(threads)
+        if head not in SERVED_HEADS:
+            raise ValueError(f"head must be one of {SERVED_HEADS}, got {head!r}")
         # an adaptation reads its support images at every inner step: decode each once
         decoded = functools.lru_cache(maxsize=1024)(lambda data: decode_image(data, MAX_BYTES))
         images = kind_named(kind) is IMAGE
         pixels = (lambda data: np.stack([decoded(i) for i in data])) if images else None
         self.meta_prompt, _, self.classifier = served_model(checkpoint, kind, pixels)
-        self.inner = inner
+        self.inner, self.head = inner, head
 
     def adapt(self, texts: list[str], labels: list[str], steps: int | None = None) -> tuple[dict, dict]:
         """(tensors, metrics): φ after `steps` (default: the configured budget) inner steps
-        from θ on the examples, and the class prototypes under φ."""
+        from θ on the examples, the class prototypes under φ and (head `probe`) the linear
+        head fitted on the examples' embeddings under φ, as `metaray eval`'s probe head."""
         names = sorted(set(labels))
-        y = np.array([names.index(label) for label in labels], dtype=np.int64)
-        episode = Episode(tuple(texts), y, (), np.zeros(0, dtype=np.int64), tuple(names))
+        y = torch.tensor([names.index(label) for label in labels], dtype=torch.int64)
+        episode = Episode(tuple(texts), y.numpy(), (), np.zeros(0, dtype=np.int64), tuple(names))
         inner = self.inner if steps is None else dataclasses.replace(self.inner, steps=steps)
         start = time.perf_counter()
         result = adapt({"prompt": self.meta_prompt}, self.classifier.support_loss_fn(episode, inner, seed=0), inner)
         phi = result.adapted_prompt
-        protos = prototypes(self.classifier.encoder.encode(list(texts), phi), torch.from_numpy(y), len(names))
-        return {"prompt": phi, "prototypes": protos}, _metrics(inner, result, start)
+        support = self.classifier.encoder.encode(list(texts), phi)
+        tensors = {"prompt": phi, "prototypes": prototypes(support, y, len(names))}
+        if self.head == "probe":
+            fitted = fit_linear_probe(support, y, len(names), self.classifier.scale)
+            tensors |= {"head_weight": fitted.weight, "head_bias": fitted.bias}
+        return tensors, _metrics(inner, result, start)
 
     def classify(self, requests: list[ClassifyRequest]) -> list[list[dict]]:
-        """Per request, per text: the label and the score of every label (softmax over
-        scaled cosine similarity to the prototypes). One forward pass per task."""
+        """Per request, per text: the label and the score of every label (softmax over the
+        task's head: its linear head, or scaled cosine similarity to its prototypes for a
+        task stored without one). One forward pass per task."""
         out: list[list[dict] | None] = [None] * len(requests)
         for key in dict.fromkeys(r.key for r in requests):
             members = [i for i, r in enumerate(requests) if r.key == key]
             first = requests[members[0]]
             texts = [t for i in members for t in requests[i].texts]
             emb = self.classifier.encoder.encode(texts, first.tensors["prompt"])
-            probs = cosine_logits(emb, first.tensors["prototypes"], self.classifier.scale).softmax(-1)
+            probs = task_logits(first.tensors, emb, self.classifier.scale).softmax(-1)
             rows = [_row(first.labels, p) for p in probs.tolist()]
             for i in members:
                 out[i], rows = rows[: len(requests[i].texts)], rows[len(requests[i].texts) :]
         return out
+
+
+def task_logits(tensors: dict[str, torch.Tensor], embeddings: torch.Tensor, scale: float) -> torch.Tensor:
+    """(N, C) logits of a stored task's head for (N, D) embeddings under its prompt."""
+    if "head_weight" in tensors:
+        return LinearHead(tensors["head_weight"], tensors["head_bias"], scale).logits(embeddings)
+    return cosine_logits(embeddings, tensors["prototypes"], scale)
 
 
 def _row(labels: tuple[str, ...], probs: list[float]) -> dict:

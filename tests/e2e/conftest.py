@@ -43,6 +43,7 @@ class Server:
     """`metaray serve` in a subprocess, with all three models; restartable."""
 
     def __init__(self, checkpoints: dict[str, Path], store: Path, log: Path) -> None:
+        self.checkpoints = checkpoints
         self.args = [f"checkpoint={checkpoints['classify']}", f"store={store}", "max_examples=40"]
         self.args += ["max_text_chars=300", "max_texts=16", "adapt.steps=3", "max_image_bytes=100000"]
         self.args += ["max_body_bytes=3000000", "max_labels=8", "max_label_chars=40"]

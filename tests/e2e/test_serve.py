@@ -79,6 +79,36 @@ def test_task_lifecycle_feedback_and_restart(server, corpus):
     assert requests.get(f"{server.url}/v1/tasks/bank", timeout=10).status_code == 404
 
 
+def test_a_served_task_scores_held_out_texts_as_eval_does(server, corpus):
+    """The served classifier answers with the head that wins at meta-test (a linear head
+    fitted on the task's examples): its accuracy on held-out BANKING77 texts equals
+    `metaray eval`'s probe head (`PromptedClassifier.score`) on the same support and texts."""
+    from metaray.data import Episode
+    from metaray.serving.tasks import served_model
+
+    classes = [0, 1, 3, 7, 9, 11, 20, 22]  # card intents: confusable, so the two heads differ
+    support, held_out = examples(corpus, classes, 5), examples(corpus, classes, 6, skip=5)
+    body = {"kind": "classify", "id": "heads", "examples": support, "steps": 0}
+    created = server.post("/v1/tasks", body, headers=AUTH)
+    assert created.status_code == 201, created.text
+    served = []
+    for start in range(0, len(held_out), 16):
+        texts = [e["text"] for e in held_out[start : start + 16]]
+        served += [p["label"] for p in server.post("/v1/tasks/heads/classify", {"texts": texts}).json()["predictions"]]
+    served_accuracy = 100 * np.mean([label == e["label"] for label, e in zip(served, held_out, strict=True)])
+
+    theta, _, classifier = served_model(str(server.checkpoints["classify"]), "classify")
+    names = sorted({e["label"] for e in support})
+    ids = lambda rows: np.array([names.index(e["label"]) for e in rows])  # noqa: E731
+    episode = Episode(
+        tuple(e["text"] for e in support), ids(support), tuple(e["text"] for e in held_out), ids(held_out), tuple(names)
+    )
+    scores, _ = classifier.score(theta, episode, ("proto", "probe"))
+    assert served_accuracy == pytest.approx(scores["probe"])
+    assert scores["probe"] != scores["proto"], "the heads agree here: this test cannot tell which one is served"
+    assert requests.delete(f"{server.url}/v1/tasks/heads", headers=AUTH, timeout=10).status_code == 204
+
+
 def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(server, corpus):
     good = examples(corpus, [10, 11], 2)
     assert server.post("/v1/tasks", {"kind": "classify", "id": "good", "examples": good}, headers=AUTH).ok

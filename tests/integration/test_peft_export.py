@@ -1,16 +1,20 @@
 """A served task exported as a PEFT prompt-tuning adapter loads with
 `PeftModel.from_pretrained` on the same backbone and gives the same embeddings."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import AutoModel
 
 from metaray.config import ModelConfig
 from metaray.models import PromptedEncoder, load_backbone, resolve_backbone
 from metaray.serving.peft_export import ExportError, export_peft
 from metaray.serving.store import TaskVersion
+from metaray.serving.tasks import task_logits
 
 pytestmark = pytest.mark.integration
 TEXTS = ["I lost my card yesterday", "what is my balance", "send 20 dollars to my sister please"]
@@ -20,7 +24,9 @@ def task(encoder: PromptedEncoder) -> TaskVersion:
     generator = torch.Generator().manual_seed(0)
     rows = torch.randint(0, encoder.embedding_table.shape[0], (6,), generator=generator)
     prompt = encoder.embedding_table[rows].detach().clone()  # (6, 384), like a vocab-initialised φ
-    return TaskVersion("t", 1, {"prompt": prompt, "prototypes": torch.eye(3, 384)}, {"labels": ["a", "b", "c"]})
+    head = {"head_weight": torch.randn(3, 384, generator=generator), "head_bias": torch.randn(3, generator=generator)}
+    tensors = {"prompt": prompt, "prototypes": torch.eye(3, 384), **head}
+    return TaskVersion("t", 1, tensors, {"labels": ["a", "b", "c"]})
 
 
 def test_exported_adapter_embeds_like_metaray(tmp_path):
@@ -42,7 +48,11 @@ def test_exported_adapter_embeds_like_metaray(tmp_path):
     torch.testing.assert_close(pooled, ours, atol=1e-5, rtol=0)
     without_prompt = encoder.encode(TEXTS, None)
     assert (ours - without_prompt).abs().max() > 1e-2, "the prompt changes nothing: the comparison proves nothing"
-    assert (out / "metaray_head.safetensors").is_file() and (out / "labels.json").is_file()
+    # the head the task answers with travels with it: the served logits from the exported files
+    head, meta = load_file(str(out / "metaray_head.safetensors")), json.loads((out / "labels.json").read_text())
+    assert meta["head"] == "probe" and meta["labels"] == ["a", "b", "c"]
+    served = task_logits(exported.tensors, ours, encoder.cfg.scale)
+    torch.testing.assert_close(task_logits(head, pooled, meta["scale"]), served, atol=1e-4, rtol=0)
 
 
 def test_a_prompt_after_cls_is_refused_with_the_setting_to_change(tmp_path):

@@ -104,6 +104,21 @@ def test_sharded_meta_batch_must_divide_among_workers():
             "kind=image runs on actors",
         ),
         (["model.max_context_tokens=4"], "model.max_context_tokens must be >= 8"),
+        (["meta.algorithm=reptile", "meta.consistency=1"], "reptile's pseudo-gradient .* never reads the query loss"),
+        (["meta.inner.ridge_lambda=0"], "inner.ridge_lambda must be > 0"),
+        (["eval.inner.loss=svm"], "inner.loss must be one of"),
+        (["data.ways=[16, 1]"], "data.ways must all be >= 2"),
+        (["data.ways=[16]", "data.same_domain=true"], "unset data.ways or data.same_domain"),
+        (
+            ["kind=qa", "eval.protocol=episodes", "eval.methods=[random]", "meta.algorithm=r2d2"],
+            "meta.algorithm=r2d2 fits a classifier head .* kind=qa has no head",
+        ),
+        (
+            ["kind=qa", "eval.protocol=episodes", "eval.methods=[random]", "meta.algorithm=fomaml"]
+            + ["meta.consistency=1"],
+            "meta.consistency compares .* kind=qa has not",
+        ),
+        (["kind=qa", "eval.protocol=episodes", "eval.methods=[r2d2]"], "'r2d2' is not a method for kind=qa"),
         (["eval.inner.views=2"], "eval.inner.views: warped views are for images"),
         (["prompt.region=image"], "prompt.region is for visual prompts"),
         (["prompt.region=all"], "prompt.region must be one of"),

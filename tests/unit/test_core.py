@@ -17,7 +17,10 @@ from metaray.core import (
     partial_sum,
     prototypes,
     query_gradient,
+    query_objective,
     reptile_pseudo_gradient,
+    ridge_head,
+    ridge_leave_one_out_loss,
     task_pseudo_gradient,
 )
 
@@ -178,3 +181,54 @@ def test_partial_sums_give_the_flat_mean_for_any_grouping():
         partial_sum([])
     with pytest.raises(ValueError, match="disagree in shape"):
         partial_sum([updates[0], TaskUpdate(torch.zeros(3, 8), 0.0, 0.0)])
+
+
+def test_the_ridge_head_is_the_ridge_regression_of_one_hot_targets():
+    """R2-D2's Woodbury form Xᵀ(XXᵀ + λI)⁻¹Y (an N x N solve) equals the primal ridge
+    solution (XᵀX + λI)⁻¹XᵀY (a D x D solve), and with a small penalty it fits the support."""
+    gen = torch.Generator().manual_seed(0)
+    x, labels, lam = torch.randn(6, 10, generator=gen, dtype=torch.float64), torch.tensor([0, 0, 1, 1, 2, 2]), 0.5
+    y = F.one_hot(labels, 3).double()
+    primal = torch.linalg.solve(x.T @ x + lam * torch.eye(10, dtype=torch.float64), x.T @ y)
+    torch.testing.assert_close(ridge_head(x, labels, 3, lam), primal)
+    assert torch.equal((x @ ridge_head(x, labels, 3, 1e-6)).argmax(-1), labels)
+    with pytest.raises(ValueError, match="> 0"):
+        ridge_head(x, labels, 3, 0.0)
+
+
+def test_the_head_matched_gradient_reaches_theta_through_the_fitted_head():
+    """r2d2's g = ∇_θ L_query(θ) with the head fitted on the support under θ: the same as
+    autograd through the closed-form fit, and not the gradient with the head held fixed."""
+    gen = torch.Generator().manual_seed(1)
+    base_s, base_q = torch.randn(6, D, generator=gen), torch.randn(6, D, generator=gen)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+
+    def loss(prompt, detach_head=False):
+        support, query = F.normalize(base_s + prompt.sum(0), dim=-1), F.normalize(base_q + prompt.sum(0), dim=-1)
+        head = ridge_head(support, labels, 3, 1.0)
+        return F.cross_entropy(10 * query @ (head.detach() if detach_head else head), labels)
+
+    theta = torch.randn(P, D, generator=gen)
+    update = task_pseudo_gradient("r2d2", theta, lambda params, step: loss(params["prompt"]), loss, InnerConfig())
+    ref = theta.clone().requires_grad_(True)
+    torch.testing.assert_close(update.pseudo_grad, torch.autograd.grad(loss(ref), ref)[0])
+    fixed = theta.clone().requires_grad_(True)
+    assert not torch.allclose(update.pseudo_grad, torch.autograd.grad(loss(fixed, True), fixed)[0], atol=1e-4)
+    assert query_objective("r2d2").head == "ridge" and query_objective("fomaml").head == "proto"
+
+
+def test_the_ridge_leave_one_out_loss_is_the_loss_of_refits_without_each_example():
+    """The closed-form LOO identity against N explicit refits of the ridge head."""
+    gen = torch.Generator().manual_seed(2)
+    x, labels, lam, scale = (
+        torch.randn(6, 10, generator=gen, dtype=torch.float64),
+        torch.tensor([0, 0, 1, 1, 2, 2]),
+        0.7,
+        5.0,
+    )
+    rows = []
+    for i in range(6):
+        keep = [j for j in range(6) if j != i]
+        rows.append(x[i] @ ridge_head(x[keep], labels[keep], 3, lam))
+    expected = F.cross_entropy(scale * torch.stack(rows), labels)
+    torch.testing.assert_close(ridge_leave_one_out_loss(x, labels, 3, lam, scale), expected)

@@ -66,6 +66,20 @@ def test_sampler_is_a_pure_function_of_the_task_index():
     assert {sampler.spec(i).family for i in range(200)} == {"clinc150/train", "snips"}
 
 
+def test_a_mixture_of_ways_draws_each_tasks_ways_capped_at_its_family(sources):
+    """data.ways: each task's ways are one of them, at most its family's classes; the
+    family sequence is the one a sampler without ways draws, and every spec is sampleable."""
+    plain = TaskSampler(("clinc150/train", "snips"), (105, 7), 5, 2, 2, seed=0)
+    mixed = TaskSampler(("clinc150/train", "snips"), (105, 7), 5, 2, 2, seed=0, ways=(16, 48))
+    specs = [mixed.spec(i) for i in range(60)]
+    assert [s.family for s in specs] == [plain.spec(i).family for i in range(60)]
+    assert {s.n_way for s in specs if s.family == "snips"} == {7}
+    assert {s.n_way for s in specs if s.family == "clinc150/train"} == {16, 48}
+    for spec in specs[:6]:
+        episode = sample_episode(spec, load_corpus(spec.family, sources))
+        assert episode.n_classes == spec.n_way and len(episode.support_inputs) == 2 * spec.n_way
+
+
 def test_infeasible_shapes_are_refused(sources):
     snips = load_corpus("snips", sources)
     with pytest.raises(DataError, match="n_way=8 but snips has only 7 classes"):
