@@ -35,6 +35,15 @@ class PromptedClassifier:
         """θ₀, shape (P, D), per `prompt.init`."""
         return self.encoder.init_prompt(cfg)
 
+    def fitted_logits(self, head: str, fitted_on: tuple, query: torch.Tensor, ridge_lambda: float) -> torch.Tensor:
+        """(Q, C) logits of (Q, D) `query` embeddings under a head fitted on `fitted_on` =
+        (support (N, D), labels (N,), classes): cosine similarity to the prototypes
+        (`proto`) or the ridge head (`ridge`), both differentiable in every embedding."""
+        support, labels, n_classes = fitted_on
+        if head == "ridge":
+            return self.scale * query @ ridge_head(support, labels, n_classes, ridge_lambda)
+        return cosine_logits(query, prototypes(support, labels, n_classes), self.scale)
+
     def support_loss_fn(self, episode: Episode, inner: InnerConfig, seed: int) -> LossFn:
         """Loss on an inner mini-episode of at most `inner.batch_ways` classes x
         `inner.batch_shots` examples of the support set, drawn afresh at each step from
@@ -63,11 +72,7 @@ class PromptedClassifier:
                     return ridge_leave_one_out_loss(emb, y, c, lam, self.scale)
                 return leave_one_out_loss(emb, y, c, self.scale)
             emb = self.encoder.embed_views(texts, params["prompt"], inner.views, rng)
-            originals, views = emb[: len(rows)], emb[len(rows) :]
-            if inner.loss == "ridge":
-                logits = self.scale * views @ ridge_head(originals, y, c, lam)
-            else:
-                logits = cosine_logits(views, prototypes(originals, y, c), self.scale)
+            logits = self.fitted_logits(inner.loss, (emb[: len(rows)], y, c), emb[len(rows) :], lam)
             return F.cross_entropy(logits, y.repeat(inner.views))
 
         return loss
@@ -82,11 +87,8 @@ class PromptedClassifier:
         inputs = episode.support_inputs + episode.query_inputs
         both = self.encoder.embed(inputs, prompt)
         support, query = both[:n_support], both[n_support:]
-        s_labels, n = torch.from_numpy(episode.support_labels), episode.n_classes
-        if objective.head == "ridge":
-            logits = self.scale * query @ ridge_head(support, s_labels, n, objective.ridge_lambda)
-        else:
-            logits = cosine_logits(query, prototypes(support, s_labels, n), self.scale)
+        fitted_on = (support, torch.from_numpy(episode.support_labels), episode.n_classes)
+        logits = self.fitted_logits(objective.head, fitted_on, query, objective.ridge_lambda)
         loss = F.cross_entropy(logits, torch.from_numpy(episode.query_labels))
         if objective.consistency:
             plain = self.encoder.encode(inputs, None)
