@@ -1,0 +1,194 @@
+"""bench/scale: held-out accuracy against the number of meta-training tasks seen.
+
+    python bench/scale.py                          # points 0 160 640 2560 (~2 h on 2 cores)
+    python bench/scale.py --points 0 160 640       # stop earlier; a later call with more points
+                                                   # resumes the same run (bit-identical) and adds them
+
+The method is the one bench/headmatched selects on meta-validation: r2d2 without the
+consistency term (configs/intents-r2d2.yaml with meta.consistency=0: CLINC150 7 domains +
+SNIPS + two HINT3 bots + TREC, 16/32/48-way 2+2-shot tasks, meta-validated on the held-out
+HINT3 sofmattress bot every 20 rounds). One run goes from 0 to the largest point; at each
+point it stops, and θ is evaluated two ways: `selected` (the best meta-validation θ so
+far, what `metaray eval` reads) and `last` (the θ after exactly that many tasks). Point 0
+is θ₀, the vocabulary init meta-training starts from.
+
+Settings (as bench/headmatched; BANKING77 is never used for meta-training or selection):
+banking77-full (77-way 5- and 10-shot, 3 support draws x 770 queries), banking77-5way and
+clinc150-within (5-way 1-shot, `--episodes` episodes). Each θ is scored with the probe
+head at 0 prompt steps (the budget meta-validation scores), paired per task with the
+linear probe on the same tasks. Every point records the cumulative meta-training
+wall-clock, the actors, and the tasks per hour; the JSON's `projection` converts the
+x-axis to hours for larger clusters with bench/results/scaling.json's efficiencies.
+Writes bench/results/scale.json and bench/results/scale.png after each point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import ray
+from headmatched import CONFIG, SETTINGS
+
+from metaray.checkpoint import load_checkpoint, resolve_checkpoint
+from metaray.config import load_config
+from metaray.distributed import RayRunner, train
+from metaray.eval import evaluate, paired_difference, write_result
+from metaray.plots import figure, png
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ("meta.consistency=0", "meta.eval_every=20")
+RESULTS = ROOT / "bench" / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--points", nargs="*", type=int, default=[0, 160, 640, 2560], help="meta-training tasks seen")
+    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--episodes", type=int, default=200, help="episodes of the 5-way 1-shot settings")
+    parser.add_argument("--run", default="runs/scale-r2d2", help="the meta-training run folder")
+    parser.add_argument("--out", default=str(RESULTS / "scale.json"))
+    parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
+    args = parser.parse_args()
+    command = "python " + shlex.join(sys.argv)
+    path = Path(args.out)
+    out: dict = json.loads(path.read_text()) if path.is_file() else {}
+    out.update(method="r2d2 (meta.consistency=0)", train_overrides=list(TRAIN), run=args.run)
+    out.setdefault("baseline", {})
+    out.setdefault("points", {})
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    for setting in args.settings:
+        if setting not in out["baseline"]:
+            out["baseline"][setting] = score(args, setting, "linear_probe", None)
+            write_result(out, path, command)
+    for n in sorted(args.points):
+        if str(n) in out["points"]:
+            continue
+        point = {"tasks": n, **meta_train(args, n, out)}
+        thetas = {"selected": "vocab"} if n == 0 else checkpoints(args.run)
+        point["theta"] = thetas
+        point["settings"] = {}
+        for setting in args.settings:
+            scored = {}
+            for which, theta in thetas.items():
+                reuse = next((w for w in scored if thetas[w] == theta), None)
+                scored[which] = scored[reuse] if reuse else score(args, setting, *method_of(theta))
+            point["settings"][setting] = {w: summarise(cell, out["baseline"][setting]) for w, cell in scored.items()}
+        out["points"][str(n)] = point
+        out["projection"] = projection(out)
+        write_result(out, path, command)
+        path.with_suffix(".png").write_bytes(plot(out))
+        print(f"[scale] {n} tasks: {json.dumps(point['settings'], indent=1)}", flush=True)
+
+
+def meta_train(args, n: int, out: dict) -> dict:
+    """Continue the run to n tasks (from its latest checkpoint); the segment's wall-clock
+    and the cumulative meta-training time to this point."""
+    cfg = load_config(CONFIG, [*TRAIN, f"output.dir={args.run}", *args.overrides])
+    b = cfg.meta.meta_batch_size
+    if n % b:
+        raise SystemExit(f"--points: {n} is not a multiple of meta.meta_batch_size={b}")
+    done = int(load_checkpoint(args.run, "latest")[1]["round"]) if n and (Path(args.run) / "latest").is_file() else 0
+    if done * b > n:
+        raise SystemExit(f"{args.run} is already at {done * b} tasks, past the point {n}: pass a fresh --run")
+    seconds = 0.0
+    if n > done * b:
+        cfg = load_config(CONFIG, [*TRAIN, f"output.dir={args.run}", f"meta.rounds={n // b}", *args.overrides])
+        start = time.perf_counter()
+        train(cfg, resume=done > 0)
+        seconds = time.perf_counter() - start
+    before = max((p["train_seconds_total"] for p in out["points"].values()), default=0.0)
+    trained = n - done * b
+    return {
+        "actors": cfg.ray.num_actors,
+        "segment_tasks": trained,
+        "segment_seconds": seconds,
+        "tasks_per_hour": 3600 * trained / seconds if seconds else None,
+        "train_seconds_total": before + seconds,
+    }
+
+
+def checkpoints(run: str) -> dict[str, str]:
+    return {"selected": resolve_checkpoint(run, "best"), "last": resolve_checkpoint(run, "latest")}
+
+
+def method_of(theta: str) -> tuple[str, str | None]:
+    """(eval method, checkpoint): θ₀ is the vocabulary init, anything else a checkpoint."""
+    return ("vocab", None) if theta == "vocab" else ("r2d2", theta)
+
+
+def score(args, setting: str, method: str, checkpoint: str | None) -> dict:
+    """One method's probe-head cells at 0 steps, per shot setting, on `setting`'s tasks."""
+    chosen = [f"eval.methods=[{method}]", "eval.steps=[0]"]
+    if checkpoint:
+        chosen.append(f"eval.checkpoints={{{method}: {checkpoint}}}")
+    extra = [*SETTINGS[setting], f"eval.episodes={args.episodes}", *chosen, *args.overrides]
+    cfg = load_config(CONFIG, extra)
+    runner = RayRunner(cfg)
+    try:
+        result = evaluate(cfg, runner)
+    finally:
+        runner.shutdown()
+    return {shots: rows[method]["heads"]["probe"]["0"] for shots, rows in result["settings"].items()}
+
+
+def summarise(cells: dict, baseline: dict) -> dict:
+    """Per shot setting: the mean accuracy and its paired difference to the linear probe."""
+    return {
+        shots: {"mean": c["mean"], "ci95": c.get("ci95"), "vs_linear_probe": paired_difference(c, baseline[shots])}
+        for shots, c in cells.items()
+    }
+
+
+def projection(out: dict) -> dict:
+    """Hours to each point for N actors at this run's measured rate per actor, with the
+    flat aggregator's efficiency from bench/results/scaling.json (1 where not measured)."""
+    points = [p for p in out["points"].values() if p["segment_seconds"]]
+    seconds = sum(p["segment_seconds"] for p in points)
+    if not seconds:
+        return {}
+    actors = points[-1]["actors"]
+    per_actor = sum(p["segment_tasks"] for p in points) / seconds / actors
+    scaling = RESULTS / "scaling.json"
+    rows = json.loads(scaling.read_text()).get("projection", []) if scaling.is_file() else []
+    efficiency = {int(r["workers"]): r["flat_efficiency"] for r in rows}
+    hours = {}
+    for workers in (actors, 8, 64, 512):
+        rate = per_actor * workers * efficiency.get(workers, 1.0)
+        hours[str(workers)] = {str(n): int(n) / rate / 3600 for n in out["points"]}
+    return {"tasks_per_s_per_actor": per_actor, "hours_by_actors": hours}
+
+
+def plot(out: dict) -> bytes:
+    """Per setting: the paired difference to the linear probe (95% interval) against the
+    tasks seen, for the selected and the last θ; the hours of meta-training on the top axis."""
+    points = sorted(out["points"].values(), key=lambda p: p["tasks"])
+    settings = list(points[0]["settings"])
+    fig, axes = figure(len(settings), width=4.6)
+    for ax, setting in zip(axes, settings, strict=True):
+        for shots in points[0]["settings"][setting]["selected"]:
+            for which, style in (("selected", "-"), ("last", "--")):
+                xs, ys, es = [], [], []
+                for p in points:
+                    cell = p["settings"][setting].get(which, p["settings"][setting]["selected"])[shots]
+                    xs.append(p["tasks"])
+                    ys.append(cell["vs_linear_probe"]["mean"])
+                    es.append(cell["vs_linear_probe"]["ci95"])
+                ax.errorbar(xs, ys, yerr=es, linestyle=style, marker="o", capsize=3, label=f"{shots} ({which})")
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xscale("symlog", linthresh=160)
+        ax.set_xticks([p["tasks"] for p in points])
+        ax.set_xticklabels([f"{p['tasks']}\n{p['train_seconds_total'] / 3600:.1f} h" for p in points], fontsize=7)
+        ax.set_xlabel("meta-training tasks seen (and hours, 2 actors)")
+        ax.set_ylabel("accuracy − linear probe (points, 95% interval)")
+        ax.set_title(setting, fontsize=10)
+        ax.legend(fontsize=6, loc="best")
+    return png(fig)
+
+
+if __name__ == "__main__":
+    main()
