@@ -7,4 +7,4 @@ bash scripts/install.sh
 bash scripts/install-browser.sh  # the playground's browser test
 export METARAY_DATA_DIR=${METARAY_DATA_DIR:-$(cd .. && pwd)/shared/data}
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from metaray.core.augment import TextEdits
+
 INNER_OPTIMIZERS = ("sgd", "adam")
 INNER_LOSSES = ("proto", "ridge")
 
@@ -30,7 +32,11 @@ class InnerConfig:
     optimizer: str = "adam"
     batch_ways: int = 16  # classes in one inner mini-episode drawn from the support set
     batch_shots: int = 0  # support examples per class in it (0: all)
-    views: int = 0  # images: warped copies of each support example as the loss's queries (0: leave-one-out)
+    # augmented copies of each support example as the loss's queries (0: leave-one-out), and
+    # beside the support when a head is fitted at test: images' random warps, or the text
+    # edits in `augment` (text needs at least one)
+    views: int = 0
+    augment: TextEdits = field(default_factory=TextEdits)
     # the support loss: leave-one-out against prototypes (proto) or through a ridge head (ridge,
     # matched to the r2d2 objective); ridge_lambda is the ridge head's penalty wherever one is fitted
     loss: str = "proto"

@@ -125,7 +125,7 @@ class TaskAdapter:
             scores = finetune_scores(self.prompted.encoder, episode, steps, lr, scale, inner.views, spec.index)
             return EvalResult(spec, scores, time.perf_counter() - start)
         if init is None:
-            scores, support_seconds = self.prompted.score(None, episode, heads)
+            scores, support_seconds = self.prompted.score(None, episode, heads, inner, spec.index)
             return EvalResult(spec, {0: scores}, support_seconds)
         scores: dict[int, dict[str, float]] = {}
         scoring = support_seconds = 0.0
@@ -134,7 +134,7 @@ class TaskAdapter:
             nonlocal scoring, support_seconds
             if step in steps:
                 start = time.perf_counter()
-                scores[step], support_seconds = self.prompted.score(params["prompt"], episode, heads)
+                scores[step], support_seconds = self.prompted.score(params["prompt"], episode, heads, inner, spec.index)
                 scoring += time.perf_counter() - start
 
         budget = dataclasses.replace(inner, steps=max(steps))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from metaray.config import ConfigError, EvalConfig, ExperimentConfig, MetaConfig
+from metaray.core import InnerConfig
 from metaray.data import DataRegistry, Episode, TaskSpec, check_feasible, eligible_classes, sample_episode
 
 
@@ -28,11 +29,42 @@ class KindRules:
     sharded: bool = True
     regions: bool = False  # prompt.region (a visual prompt's pixels)
     heads: bool = False  # scores through a head fitted on the support: meta.algorithm=r2d2, meta.consistency
+    edits: bool = False  # text edits (`inner.augment`) make the support's augmented copies
 
 
 PROMPT_METHODS = ("random", "multitask", "reptile", "fomaml")
 HEAD_METHODS = ("r2d2",)  # meta-learned through a head fitted on the support (kinds with heads)
 TEXT_INITS = ("text", "vocab")  # prompt inits (and eval methods) from a vocabulary
+
+
+def check_budget(kind: str, rules: KindRules, section: str, inner: InnerConfig) -> None:
+    """Refuse an adaptation budget (`section`: meta.inner, eval.inner, a served budget)
+    `kind` cannot run: augmented copies it cannot make, a head it has not."""
+    edits = inner.augment.enabled
+    require(
+        rules.edits or not edits,
+        f"{section}.augment: text edits are for kind=classify; unset them for kind={kind}",
+    )
+    require(
+        not edits or inner.views,
+        f"{section}.augment: edits make the support's augmented copies, and {section}.views=0 asks for none; "
+        "set views to the copies per example (e.g. 2) or unset the edits",
+    )
+    if rules.edits:
+        require(
+            edits or not inner.views,
+            f"{section}.views={inner.views}: kind={kind} makes its copies with text edits; set "
+            f"{section}.augment.token_dropout, span_deletion or word_swaps, or views to 0",
+        )
+    require(
+        rules.views or rules.edits or not inner.views,
+        f"{section}.views: augmented views are for images (kind=image) and text (kind=classify); "
+        f"set it to 0 for kind={kind}",
+    )
+    require(
+        rules.heads or inner.loss == "proto",
+        f"{section}.loss={inner.loss} scores through a classifier head, and kind={kind} has none; set it to proto",
+    )
 
 
 def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
@@ -62,16 +94,8 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
         rules.regions or cfg.prompt.region == "frame",
         f"prompt.region is for visual prompts (kind=image); unset it for kind={kind}",
     )
-    for section, inner in (("meta", cfg.meta.inner), ("eval", cfg.eval.inner)):
-        require(
-            rules.views or not inner.views,
-            f"{section}.inner.views: warped views are for images (kind=image); set it to 0 for kind={kind}",
-        )
-        require(
-            rules.heads or inner.loss == "proto",
-            f"{section}.inner.loss={inner.loss} scores through a classifier head, and kind={kind} has none; "
-            "set it to proto",
-        )
+    for section, inner in (("meta.inner", cfg.meta.inner), ("eval.inner", cfg.eval.inner)):
+        check_budget(kind, rules, section, inner)
     require(
         rules.bf16 or cfg.model.compute_dtype == "fp32",
         f"model.compute_dtype: bf16 is for the causal LM (kind=qa); unset it for kind={kind}",

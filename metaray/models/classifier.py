@@ -15,11 +15,13 @@ import torch.nn.functional as F
 from metaray.config import PromptConfig
 from metaray.core import InnerConfig, QueryObjective, cosine_logits, fit_linear_probe, prototypes
 from metaray.core.adapt import LossFn
+from metaray.core.augment import edited_copies
 from metaray.core.heads import leave_one_out_loss, ridge_head, ridge_leave_one_out_loss
 from metaray.data import Episode
 from metaray.models.encoder import PromptedEncoder
 
 HEADS = ("proto", "probe")
+FIT_STREAM = 1 << 30  # the generator stream of the copies a head is fitted on (inner steps use 0, 1, ...)
 PROTOTYPES = QueryObjective()  # the query loss against the support's prototypes
 
 
@@ -71,7 +73,7 @@ class PromptedClassifier:
                 if inner.loss == "ridge":
                     return ridge_leave_one_out_loss(emb, y, c, lam, self.scale)
                 return leave_one_out_loss(emb, y, c, self.scale)
-            emb = self.encoder.embed_views(texts, params["prompt"], inner.views, rng)
+            emb = self.encoder.embed_views(texts, params["prompt"], inner.views, rng, inner.augment)
             logits = self.fitted_logits(inner.loss, (emb[: len(rows)], y, c), emb[len(rows) :], lam)
             return F.cross_entropy(logits, y.repeat(inner.views))
 
@@ -95,13 +97,26 @@ class PromptedClassifier:
             loss = loss + objective.consistency * (both - plain).pow(2).sum(-1).mean()
         return loss
 
-    def score(self, prompt: torch.Tensor | None, episode: Episode, heads=HEADS) -> tuple[dict[str, float], float]:
-        """Query accuracy (%) of each head, with support and query encoded under `prompt`,
-        and the seconds spent on the support side (encoding + heads): what a new task
-        costs beyond its inner loop."""
+    def fit_set(self, prompt, episode: Episode, inner: InnerConfig | None, seed: int) -> tuple[torch.Tensor, ...]:
+        """(embeddings, labels) a head is fitted on: the support set under `prompt` and,
+        where `inner` has text edits, `inner.views` edited copies of each example beside
+        it, drawn from (seed, FIT_STREAM): augmentation before the head, as the inner
+        loop's support loss has it."""
+        texts, labels = list(episode.support_inputs), torch.from_numpy(episode.support_labels)
+        if inner is not None and inner.views and inner.augment.enabled:
+            rng = np.random.default_rng([seed, FIT_STREAM])
+            texts += edited_copies(texts, inner.views, inner.augment, rng)
+            labels = labels.repeat(1 + inner.views)
+        return self.encoder.encode(texts, prompt), labels
+
+    def score(
+        self, prompt: torch.Tensor | None, episode: Episode, heads=HEADS, inner: InnerConfig | None = None, seed=0
+    ) -> tuple[dict[str, float], float]:
+        """Query accuracy (%) of each head, with support and query encoded under `prompt`
+        (the heads fitted on `fit_set`), and the seconds spent on the support side
+        (encoding + heads): what a new task costs beyond its inner loop."""
         start = time.perf_counter()
-        support = self.encoder.encode(episode.support_inputs, prompt)
-        s_labels = torch.from_numpy(episode.support_labels)
+        support, s_labels = self.fit_set(prompt, episode, inner, seed)
         fitted = {}
         if "proto" in heads:
             protos = prototypes(support, s_labels, episode.n_classes)

@@ -10,10 +10,12 @@ embeddings come back on the CPU.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from metaray.config import ModelConfig, PromptConfig
+from metaray.core.augment import TextEdits, edited_copies
 from metaray.core.prompt import initial_prompt
 from metaray.models.backbone import load_backbone
 
@@ -66,6 +68,12 @@ class PromptedEncoder:
         weights = pool_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return F.normalize(pooled.float(), dim=-1).cpu()  # fp32 for the heads, whatever the backbone computes in
+
+    def embed_views(self, texts, prompt: torch.Tensor | None, views: int, rng: np.random.Generator, edits: TextEdits):
+        """((1 + views)·B, D): the texts, then `views` edited copies of each (copy v of text
+        i at row (1 + v)·B + i, drawn from `rng`), in one forward pass."""
+        texts = list(texts)
+        return self.embed(texts + edited_copies(texts, views, edits, rng), prompt)
 
     @torch.no_grad()
     def encode(self, texts, prompt: torch.Tensor | None) -> torch.Tensor:

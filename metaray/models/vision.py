@@ -75,9 +75,10 @@ class PromptedVisionEncoder:
         """(B, D) normalised embeddings; differentiable in `prompt` (3·S, S)."""
         return self.embed_pixels(self.images(ids, prompt))
 
-    def embed_views(self, ids, prompt: torch.Tensor | None, views: int, rng: np.random.Generator) -> torch.Tensor:
+    def embed_views(self, ids, prompt: torch.Tensor | None, views: int, rng: np.random.Generator, edits=None):
         """((1 + views)·B, D): the drawings, then `views` randomly warped copies of each
-        (view v of drawing i at row (1 + v)·B + i), in one forward pass."""
+        (view v of drawing i at row (1 + v)·B + i), in one forward pass. `edits` (text
+        edits) do not apply to drawings: the kind's rules refuse them."""
         ids = list(ids)
         if not views:
             return self.embed(ids, prompt)

@@ -26,6 +26,7 @@ from ray import serve
 from metaray.config import ConfigError, build
 from metaray.core import InnerConfig
 from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named
+from metaray.kinds.base import check_budget
 from metaray.runtime import process_memory
 from metaray.serving.api import api
 from metaray.serving.store import TaskNotFound, TaskStore
@@ -79,10 +80,8 @@ class ServeSettings:
             raise ConfigError(f"head must be one of {SERVED_HEADS}, got {self.head!r}")
         if self.long_context not in LONG_CONTEXT:
             raise ConfigError(f"long_context must be one of {LONG_CONTEXT}, got {self.long_context!r}")
-        if self.adapt.views or self.qa_adapt.views:
-            raise ConfigError("adapt.views / qa_adapt.views: warped views are for images; set image_adapt.views")
-        if self.qa_adapt.loss != "proto":
-            raise ConfigError("qa_adapt.loss: question answering has no classifier head; set it to proto")
+        for kind in (CLASSIFY, QA, IMAGE):
+            check_budget(kind.name, kind.rules, kind.budget_setting, getattr(self, kind.budget_setting))
 
     def budget(self, kind: str) -> InnerConfig:
         """The adaptation budget of a task of `kind`."""

@@ -106,10 +106,10 @@ class TaskClassifier:
         start = time.perf_counter()
         result = adapt({"prompt": self.meta_prompt}, self.classifier.support_loss_fn(episode, inner, seed=0), inner)
         phi = result.adapted_prompt
-        support = self.classifier.encoder.encode(list(texts), phi)
-        tensors = {"prompt": phi, "prototypes": prototypes(support, y, len(names))}
+        support, fit_labels = self.classifier.fit_set(phi, episode, inner, seed=0)
+        tensors = {"prompt": phi, "prototypes": prototypes(support, fit_labels, len(names))}
         if self.head == "probe":
-            fitted = fit_linear_probe(support, y, len(names), self.classifier.scale)
+            fitted = fit_linear_probe(support, fit_labels, len(names), self.classifier.scale)
             tensors |= {"head_weight": fitted.weight, "head_bias": fitted.bias}
         return tensors, _metrics(inner, result, start)
 

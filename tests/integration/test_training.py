@@ -103,3 +103,25 @@ def test_the_head_matched_pseudo_gradient_descends_its_query_loss(tiny):
     losses = adapt({"prompt": theta}, adapter.prompted.support_loss_fn(episode, inner, seed=0), inner).losses
     assert losses[-1] < losses[0]
     assert kind_of(tiny()).validation_metric(tiny().meta) == "proto"
+
+
+def test_text_edits_give_a_one_shot_support_loss_and_widen_the_head_fit(tiny):
+    """inner.views with text edits: at one shot, where leave-one-out has nothing to leave
+    out, each step scores fresh edited copies of the support against the originals (the
+    same copies for the same seed and step), the prompt gets their gradient, and the head
+    at test is fitted on the support and its copies."""
+    cfg = tiny("data.k_shot=1", "meta.inner.views=2", "meta.inner.augment.token_dropout=0.3")
+    adapter = TaskAdapter(cfg)
+    theta, inner = adapter.init_prompt(), cfg.meta.inner
+    episode = adapter.episode(preflight(cfg).spec(0))
+    loss = adapter.prompted.support_loss_fn(episode, inner, seed=3)
+    params = {"prompt": theta.clone().requires_grad_(True)}
+    assert loss(params, 0).item() == loss(params, 0).item() != loss(params, 1).item()
+    loss(params, 0).backward()
+    assert params["prompt"].grad.abs().sum() > 0
+    fitted, labels = adapter.prompted.fit_set(theta, episode, inner, seed=3)
+    plain, plain_labels = adapter.prompted.fit_set(theta, episode, None, seed=3)
+    n = len(plain)
+    assert fitted.shape == (3 * n, plain.shape[1]) and torch.equal(labels, plain_labels.repeat(3))
+    assert torch.allclose(fitted[:n], plain, atol=1e-6) and not torch.allclose(fitted[n:], plain.repeat(2, 1))
+    assert torch.equal(fitted, adapter.prompted.fit_set(theta, episode, inner, seed=3)[0])

@@ -88,7 +88,13 @@ def test_the_local_serve_config_binds_to_loopback():
         ({}, "needs checkpoint .classification., qa_checkpoint .question answering. or image_checkpoint"),
         ({"qa_checkpoint": "runs/qa", "long_context": "cut"}, "long_context must be one of"),
         ({"checkpoint": "runs/demo", "qa_adapt": {"stepz": 2}}, "unknown key qa_adapt.stepz"),
-        ({"checkpoint": "runs/demo", "adapt": {"views": 2}}, "warped views are for images; set image_adapt.views"),
+        ({"checkpoint": "runs/demo", "adapt": {"views": 2}}, "adapt.views=2: kind=classify makes its copies with text"),
+        ({"checkpoint": "runs/demo", "qa_adapt": {"views": 2}}, "qa_adapt.views: augmented views are for images"),
+        ({"checkpoint": "runs/demo", "qa_adapt": {"loss": "ridge"}}, "qa_adapt.loss=ridge .* kind=qa has none"),
+        (
+            {"checkpoint": "runs/demo", "image_adapt": {"augment": {"word_swaps": 1}}},
+            "image_adapt.augment: text edits are for kind=classify; unset them for kind=image",
+        ),
     ],
 )
 def test_serve_settings_that_cannot_work_are_refused(args, message):

@@ -119,7 +119,20 @@ def test_sharded_meta_batch_must_divide_among_workers():
             "meta.consistency compares .* kind=qa has not",
         ),
         (["kind=qa", "eval.protocol=episodes", "eval.methods=[r2d2]"], "'r2d2' is not a method for kind=qa"),
-        (["eval.inner.views=2"], "eval.inner.views: warped views are for images"),
+        (["eval.inner.views=2"], "eval.inner.views=2: kind=classify makes its copies with text edits"),
+        (["meta.inner.augment.word_swaps=2"], "meta.inner.augment: edits make .* meta.inner.views=0 asks for none"),
+        (["eval.inner.augment.token_dropout=0.9"], "token_dropout must be in \\[0, 0.5\\], got 0.9"),
+        (["eval.inner.augment.word_swaps=9"], "word_swaps must be in \\[0, 8\\], got 9"),
+        (["eval.inner.augment.synonyms=0.1"], "unknown key eval.inner.augment.synonyms"),
+        (
+            ["kind=qa", "eval.protocol=episodes", "eval.methods=[random]", "meta.inner.views=2"]
+            + ["meta.inner.augment.span_deletion=0.3"],
+            "meta.inner.augment: text edits are for kind=classify; unset them for kind=qa",
+        ),
+        (
+            ["kind=qa", "eval.protocol=episodes", "eval.methods=[random]", "meta.inner.views=2"],
+            "meta.inner.views: augmented views are for images .kind=image. and text",
+        ),
         (["prompt.region=image"], "prompt.region is for visual prompts"),
         (["prompt.region=all"], "prompt.region must be one of"),
         (["meta.inner.views=-1"], "inner.views must be >= 0"),
