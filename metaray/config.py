@@ -101,12 +101,17 @@ class PromptConfig:
     text: str = "classify the intent of this customer request"
     seed: int = 0
     region: str = "frame"  # kind: image; where the prompt's pixels are added: frame | image (frame and drawing)
+    # Where the prompt enters the backbone: 1, the input only (token embeddings, pixels);
+    # kind=image: d > 1 also adds a learnable map to the feature maps after each of the
+    # backbone's first d - 1 stages (a deep visual prompt, the CNN analogue of VPT-deep)
+    depth: int = 1
     # A checkpoint (run folder, round folder or URI; a run's best) whose θ is θ₀ instead
     # of `init`: meta-learning warm-started from, e.g., a multitask prompt.
     warm_start: str = ""
 
     def __post_init__(self) -> None:
         _check(self.length >= 1, "prompt.length must be >= 1")
+        _check(self.depth >= 1, f"prompt.depth must be >= 1 (1: the input only), got {self.depth}")
         _check(self.init in PROMPT_INITS, f"prompt.init must be one of {PROMPT_INITS}, got {self.init!r}")
         _check(self.region in PROMPT_REGIONS, f"prompt.region must be one of {PROMPT_REGIONS}, got {self.region!r}")
 

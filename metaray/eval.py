@@ -48,13 +48,20 @@ def preflight(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
     return the checkpoint inits by method."""
     ev, kind = cfg.eval, kind_of(cfg)
     kind.check_target(DataRegistry.from_config(cfg.data), ev)
-    kind.check_backbone(cfg.model)
+    kind.check_backbone(cfg.model, cfg.prompt)
     inits = {}
     for method in ev.methods:
         if method in CHECKPOINT_METHODS:
             if method not in ev.checkpoints:
                 raise ConfigError(f"eval.methods has {method!r} but eval.checkpoints.{method} names no checkpoint")
-            state, _ = load_checkpoint(ev.checkpoints[method])
+            state, meta = load_checkpoint(ev.checkpoints[method])
+            saved = meta.get("config", {}).get("prompt", {}).get("depth", 1)
+            if saved != cfg.prompt.depth:
+                raise ConfigError(
+                    f"eval.checkpoints.{method}={ev.checkpoints[method]}: its θ, of shape "
+                    f"{tuple(state['meta_prompt'].shape)}, was meta-trained with prompt.depth={saved}, and this config "
+                    f"has prompt.depth={cfg.prompt.depth}; set prompt.depth={saved}"
+                )
             inits[method] = state["meta_prompt"]
     return inits
 

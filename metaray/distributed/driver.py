@@ -46,7 +46,7 @@ def preflight(cfg: ExperimentConfig) -> TaskSampler:
         counts = [kind.task_classes(registry, f, needed) for f in d.meta_train]
     if cfg.meta.eval_every:
         kind.family_size(registry, d.meta_val, d.n_way, d.k_shot, needed)
-    kind.check_backbone(cfg.model)
+    kind.check_backbone(cfg.model, cfg.prompt)
     n_way = kind.task_ways(d.n_way)
     ways = tuple(kind.task_ways(w) for w in d.ways)
     return TaskSampler(tuple(d.meta_train), tuple(counts), n_way, d.k_shot, d.q_query, d.seed, d.same_domain, ways)
@@ -101,6 +101,7 @@ RESUME_KEYS = (
     ("model", "pool_prompt"),
     ("model", "prompt_position"),
     ("prompt", "length"),
+    ("prompt", "depth"),
     ("data", "meta_train"),
     ("data", "n_way"),
     ("data", "k_shot"),
@@ -156,7 +157,8 @@ def start_prompt(runner: Runner, cfg: ExperimentConfig):
     if warm.shape != theta.shape:
         raise ConfigError(
             f"prompt.warm_start={cfg.prompt.warm_start}: its prompt has shape {tuple(warm.shape)} (length, width), "
-            f"this run's has {tuple(theta.shape)}; use a checkpoint of the same backbone and prompt.length"
+            f"this run's has {tuple(theta.shape)}; use a checkpoint of the same backbone, prompt.length and "
+            "prompt.depth"
         )
     return warm.to(theta.dtype)
 

@@ -28,6 +28,7 @@ class KindRules:
     full_protocol: bool = False
     sharded: bool = True
     regions: bool = False  # prompt.region (a visual prompt's pixels)
+    deep: bool = False  # prompt.depth > 1 (prompts inside the backbone)
     heads: bool = False  # scores through a head fitted on the support: meta.algorithm=r2d2, meta.consistency
     edits: bool = False  # text edits (`inner.augment`) make the support's augmented copies
 
@@ -93,6 +94,11 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
     require(
         rules.regions or cfg.prompt.region == "frame",
         f"prompt.region is for visual prompts (kind=image); unset it for kind={kind}",
+    )
+    require(
+        rules.deep or cfg.prompt.depth == 1,
+        f"prompt.depth={cfg.prompt.depth}: deep prompts are built for visual prompts (kind=image); "
+        f"set prompt.depth=1 for kind={kind}",
     )
     for section, inner in (("meta.inner", cfg.meta.inner), ("eval.inner", cfg.eval.inner)):
         check_budget(kind, rules, section, inner)

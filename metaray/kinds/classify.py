@@ -8,7 +8,7 @@ full-label protocol). Served tasks carry texts (`text` fields).
 
 from __future__ import annotations
 
-from metaray.config import ExperimentConfig, ModelConfig
+from metaray.config import ExperimentConfig, ModelConfig, PromptConfig
 from metaray.kinds.base import CorpusTasks, KindRules
 from metaray.models.backbone import check_backbone, load_backbone
 from metaray.models.classifier import HEADS, PromptedClassifier
@@ -24,7 +24,7 @@ class ClassifyKind(CorpusTasks):
     # serving: the field examples and requests carry, the settings of its model and budget
     input_field, checkpoint_setting, budget_setting = "text", "checkpoint", "adapt"
 
-    def check_backbone(self, cfg: ModelConfig) -> None:
+    def check_backbone(self, cfg: ModelConfig, prompt: PromptConfig | None = None) -> None:
         check_backbone(cfg)
 
     def load_backbone(self, cfg: ModelConfig):

@@ -8,7 +8,7 @@ turned into pixels by the data registry; served tasks carry base64 images (`imag
 
 from __future__ import annotations
 
-from metaray.config import ExperimentConfig, ModelConfig
+from metaray.config import ExperimentConfig, ModelConfig, PromptConfig
 from metaray.kinds.base import CorpusTasks, KindRules
 from metaray.models.classifier import HEADS, PromptedClassifier
 from metaray.models.image_backbone import check_image_backbone, load_image_backbone
@@ -25,20 +25,23 @@ class ImageKind(CorpusTasks):
         views=True,
         sharded=False,
         regions=True,
+        deep=True,
         heads=True,
     )
     hugging_face = False  # EfficientNet-Lite and wrapped vision models: each actor loads its own
     input_field, checkpoint_setting, budget_setting = "image", "image_checkpoint", "image_adapt"
 
-    def check_backbone(self, cfg: ModelConfig) -> None:
-        check_image_backbone(cfg)
+    def check_backbone(self, cfg: ModelConfig, prompt: PromptConfig | None = None) -> None:
+        """Fail fast (no weights read) where the backbone cannot load, or has no stages for
+        the deep prompt `prompt.depth` asks for."""
+        check_image_backbone(cfg, prompt.depth if prompt else 1)
 
     def load_backbone(self, cfg: ModelConfig):
         return load_image_backbone(cfg)
 
     def prompted_model(self, cfg: ExperimentConfig, tokenizer, model, lockstep=False, pixels=None):
         p = cfg.prompt
-        return PromptedClassifier(PromptedVisionEncoder(cfg.model, model, pixels, p.length, p.region))
+        return PromptedClassifier(PromptedVisionEncoder(cfg.model, model, pixels, p.length, p.region, p.depth))
 
 
 IMAGE = ImageKind()

