@@ -101,9 +101,10 @@ class PromptConfig:
     text: str = "classify the intent of this customer request"
     seed: int = 0
     region: str = "frame"  # kind: image; where the prompt's pixels are added: frame | image (frame and drawing)
-    # Where the prompt enters the backbone: 1, the input only (token embeddings, pixels);
-    # kind=image: d > 1 also adds a learnable map to the feature maps after each of the
-    # backbone's first d - 1 stages (a deep visual prompt, the CNN analogue of VPT-deep)
+    # Where the prompt enters the backbone: 1, the input only (token embeddings, pixels).
+    # kind=classify: d > 1 also replaces the prompt positions' states before layers
+    # 1 .. d - 1 (P-tuning v2); kind=image: adds a learnable map to the feature maps after
+    # each of the backbone's first d - 1 stages (the CNN analogue of VPT-deep)
     depth: int = 1
     # A checkpoint (run folder, round folder or URI; a run's best) whose θ is θ₀ instead
     # of `init`: meta-learning warm-started from, e.g., a multitask prompt.

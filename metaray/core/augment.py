@@ -47,9 +47,9 @@ def edit(text: str, edits: TextEdits, rng) -> str:
     if edits.token_dropout:
         kept = [w for w in words if rng.random() >= edits.token_dropout]
         words = kept or [words[rng.integers(len(words))]]
-    longest = int(edits.span_deletion * len(words))
-    if longest and len(words) > 1:
-        size = int(rng.integers(1, min(longest, len(words) - 1) + 1))
+    longest = int(edits.span_deletion * len(words))  # at most half the words: one is always left
+    if longest:
+        size = int(rng.integers(1, longest + 1))
         start = int(rng.integers(len(words) - size + 1))
         words = words[:start] + words[start + size :]
     for _ in range(edits.word_swaps if len(words) > 1 else 0):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from metaray.config import ExperimentConfig, ModelConfig, PromptConfig
 from metaray.kinds.base import CorpusTasks, KindRules
-from metaray.models.backbone import check_backbone, load_backbone
+from metaray.models.backbone import check_backbone, check_text_depth, load_backbone
 from metaray.models.classifier import HEADS, PromptedClassifier
 from metaray.models.encoder import PromptedEncoder
 
@@ -19,19 +19,20 @@ class ClassifyKind(CorpusTasks):
     name = "classify"
     metrics = HEADS
     primary_metric = "proto"
-    rules = KindRules(own_methods=("protonet", "linear_probe"), full_protocol=True, heads=True, edits=True)
+    rules = KindRules(own_methods=("protonet", "linear_probe"), full_protocol=True, heads=True, edits=True, deep=True)
     hugging_face = True  # its backbone can be shared through the object store
     # serving: the field examples and requests carry, the settings of its model and budget
     input_field, checkpoint_setting, budget_setting = "text", "checkpoint", "adapt"
 
     def check_backbone(self, cfg: ModelConfig, prompt: PromptConfig | None = None) -> None:
         check_backbone(cfg)
+        check_text_depth(cfg, prompt.depth if prompt else 1)
 
     def load_backbone(self, cfg: ModelConfig):
         return load_backbone(cfg)
 
     def prompted_model(self, cfg: ExperimentConfig, tokenizer, model, lockstep=False, pixels=None):
-        return PromptedClassifier(PromptedEncoder(cfg.model, tokenizer, model))
+        return PromptedClassifier(PromptedEncoder(cfg.model, tokenizer, model, cfg.prompt.depth))
 
 
 CLASSIFY = ClassifyKind()

@@ -6,9 +6,18 @@ backbone, and the sentence embedding is the mean of the output states over the r
 tokens (optionally the prompt positions too), L2-normalised as all-MiniLM-L6-v2 was
 trained. The backbone runs on its own device (a GPU where the actor has one);
 embeddings come back on the CPU.
+
+A deep prompt (`prompt.depth` d > 1, P-tuning v2 style, Liu et al. 2022) also replaces
+the prompt positions' hidden states before each of the layers 1 .. d − 1 with P vectors
+of their own: θ is (d·P, D), the input prompt's rows first, then each layer's. Those
+rows start as the states the input prompt has at their layer in front of an empty text,
+so a deep θ₀ begins close to the shallow one.
 """
 
 from __future__ import annotations
+
+import functools
+import threading
 
 import numpy as np
 import torch
@@ -17,18 +26,25 @@ import torch.nn.functional as F
 from metaray.config import ModelConfig, PromptConfig
 from metaray.core.augment import TextEdits, edited_copies
 from metaray.core.prompt import initial_prompt
-from metaray.models.backbone import load_backbone
+from metaray.models.backbone import LOOKED_FOR, check_depth, load_backbone, transformer_layers
 
 
 class PromptedEncoder:
     """Sentence embeddings (N, D) from a frozen encoder with an optional soft prompt."""
 
-    def __init__(self, cfg: ModelConfig, tokenizer=None, model=None) -> None:
+    def __init__(self, cfg: ModelConfig, tokenizer=None, model=None, depth: int = 1) -> None:
         if model is None:
             tokenizer, model = load_backbone(cfg)
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.model = model
+        self.depth = depth
+        self.layers: list[torch.nn.Module] = []  # the layers whose input prompt states are replaced
+        if depth > 1:
+            layers = transformer_layers(model)
+            check_depth(cfg.backbone, depth, len(layers), "layers", len(layers), LOOKED_FOR)
+            self.layers = layers[1:depth]
+        self._hooks = threading.Lock()  # the layer hooks are the model's: one deep forward at a time
         self.embedding_table = model.get_input_embeddings().weight  # (V, D), frozen
         self.device = self.embedding_table.device
         with_special, bare = tokenizer("a")["input_ids"], tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -43,31 +59,67 @@ class PromptedEncoder:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def init_prompt(self, cfg: PromptConfig) -> torch.Tensor:
-        """θ₀, shape (P, D), per `prompt.init`."""
+        """θ₀, shape (depth·P, D): the input prompt per `prompt.init`, then (deep) each
+        prompted layer's rows: the input prompt's states at that layer before an empty text."""
         table = self.embedding_table.detach().cpu()
-        return initial_prompt(cfg.init, cfg.length, table, self.token_ids(cfg.text), cfg.seed)
+        theta = initial_prompt(cfg.init, cfg.length, table, self.token_ids(cfg.text), cfg.seed)
+        if not self.layers:
+            return theta
+        with torch.no_grad():
+            states, _, _ = self._forward([""], [theta], output_hidden_states=True)
+        p, k = cfg.length, self.n_prefix
+        deeper = [states.hidden_states[layer][0, k : k + p].float().cpu() for layer in range(1, self.depth)]
+        return torch.cat([theta, *deeper])
+
+    def split(self, prompt: torch.Tensor) -> list[torch.Tensor]:
+        """A prompt of this depth as its `depth` (P, D) parts: the input's, then each layer's."""
+        if prompt.shape[0] % self.depth:
+            raise ValueError(
+                f"a prompt of depth {self.depth} has depth·P rows, got {tuple(prompt.shape)}: a prompt of another depth"
+            )
+        return list(prompt.split(prompt.shape[0] // self.depth))
 
     def embed(self, texts: list[str] | tuple[str, ...], prompt: torch.Tensor | None) -> torch.Tensor:
-        """(B, D) normalised embeddings; differentiable in `prompt` (P, D)."""
+        """(B, D) normalised embeddings; differentiable in `prompt` (depth·P, D)."""
+        out, _, pool_mask = self._forward(texts, self.split(prompt) if prompt is not None else [])
+        states = out.last_hidden_state  # (B, P+T, D)
+        weights = pool_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return F.normalize(pooled.float(), dim=-1).cpu()  # fp32 for the heads, whatever the backbone computes in
+
+    def _forward(self, texts, parts: list[torch.Tensor], **kwargs):
+        """(the backbone's output, its attention mask, the pooling mask) for `texts` with
+        the prompt's `parts` (the input's in the embeddings, the others before their layers)."""
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt"
         )
         tokens = self.model.get_input_embeddings()(batch["input_ids"].to(self.device))  # (B, T, D)
         mask = batch["attention_mask"].to(self.device)
         pool_mask = mask
-        if prompt is not None:
-            n, p, k = tokens.shape[0], prompt.shape[0], self.n_prefix
-            soft = prompt.to(self.device, tokens.dtype).unsqueeze(0).expand(n, -1, -1)
+        if parts:
+            n, p, k = tokens.shape[0], parts[0].shape[0], self.n_prefix
+            soft = parts[0].to(self.device, tokens.dtype).unsqueeze(0).expand(n, -1, -1)
             tokens = torch.cat([tokens[:, :k], soft, tokens[:, k:]], 1)
             prompt_mask = torch.ones(n, p, dtype=mask.dtype, device=self.device)
             mask = torch.cat([mask[:, :k], prompt_mask, mask[:, k:]], 1)  # (B, P+T)
             if not self.cfg.pool_prompt:  # pool over the sentence's own tokens only
                 prompt_mask = torch.zeros_like(prompt_mask)
             pool_mask = torch.cat([pool_mask[:, :k], prompt_mask, pool_mask[:, k:]], 1)
-        states = self.model(inputs_embeds=tokens, attention_mask=mask).last_hidden_state  # (B, P+T, D)
-        weights = pool_mask.unsqueeze(-1).to(states.dtype)
-        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return F.normalize(pooled.float(), dim=-1).cpu()  # fp32 for the heads, whatever the backbone computes in
+        if len(parts) < 2:
+            return self.model(inputs_embeds=tokens, attention_mask=mask, **kwargs), mask, pool_mask
+        with self._hooks:
+            hooks = [
+                layer.register_forward_pre_hook(
+                    functools.partial(_replace_states, part.to(self.device, tokens.dtype), self.n_prefix),
+                    with_kwargs=True,
+                )
+                for layer, part in zip(self.layers, parts[1:], strict=True)
+            ]
+            try:
+                return self.model(inputs_embeds=tokens, attention_mask=mask, **kwargs), mask, pool_mask
+            finally:
+                for hook in hooks:
+                    hook.remove()
 
     def embed_views(self, texts, prompt: torch.Tensor | None, views: int, rng: np.random.Generator, edits: TextEdits):
         """((1 + views)·B, D): the texts, then `views` edited copies of each (copy v of text
@@ -87,3 +139,12 @@ class PromptedEncoder:
         out = torch.empty(len(texts), self.hidden_size)
         out[torch.tensor(order)] = torch.cat(parts)
         return out
+
+
+def _replace_states(part: torch.Tensor, k: int, _module, args: tuple, kwargs: dict):
+    """A layer's forward pre-hook: its input states (B, T, D) with the P prompt positions
+    (from k) replaced by `part` (P, D)."""
+    hidden = args[0] if args else kwargs["hidden_states"]
+    soft = part.unsqueeze(0).expand(hidden.shape[0], -1, -1)
+    hidden = torch.cat([hidden[:, :k], soft, hidden[:, k + part.shape[0] :]], 1)
+    return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})

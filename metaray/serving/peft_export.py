@@ -34,6 +34,12 @@ def export_peft(task: TaskVersion, encoder: PromptedEncoder, backbone: str, out:
     """Write the adapter for `task` (served with `encoder`) into `out`; returns it."""
     from peft import PromptTuningConfig
 
+    if encoder.depth > 1:
+        raise ExportError(
+            f"this task's prompt is deep (prompt.depth={encoder.depth}: states replaced before {encoder.depth - 1} "
+            "layers), and PEFT has no adapter that replaces states (its prefix tuning feeds keys and values); "
+            "export tasks of a depth-1 checkpoint"
+        )
     if encoder.n_prefix:
         raise ExportError(
             "PEFT prompt tuning puts the virtual tokens first, but this backbone reads the prompt after its "

@@ -76,6 +76,13 @@ def _metrics(inner: InnerConfig, result: AdaptResult, start: float) -> dict:
 SERVED_HEADS = ("probe", "proto")
 
 
+def examples_episode(inputs: list, labels: list[str]) -> Episode:
+    """A served task's examples as an episode without queries, its classes the sorted labels."""
+    names = sorted(set(labels))
+    y = np.array([names.index(label) for label in labels], dtype=np.int64)
+    return Episode(tuple(inputs), y, (), np.zeros(0, dtype=np.int64), tuple(names))
+
+
 class TaskClassifier:
     """The frozen encoder (loaded once) and θ from a meta-training checkpoint; of texts,
     or (kind "image") of base64 images, which it decodes itself. `head`: what a task
@@ -99,9 +106,8 @@ class TaskClassifier:
         """(tensors, metrics): φ after `steps` (default: the configured budget) inner steps
         from θ on the examples, the class prototypes under φ and (head `probe`) the linear
         head fitted on the examples' embeddings under φ, as `metaray eval`'s probe head."""
-        names = sorted(set(labels))
-        y = torch.tensor([names.index(label) for label in labels], dtype=torch.int64)
-        episode = Episode(tuple(texts), y.numpy(), (), np.zeros(0, dtype=np.int64), tuple(names))
+        episode = examples_episode(texts, labels)
+        names = episode.label_names
         inner = self.inner if steps is None else dataclasses.replace(self.inner, steps=steps)
         start = time.perf_counter()
         result = adapt({"prompt": self.meta_prompt}, self.classifier.support_loss_fn(episode, inner, seed=0), inner)

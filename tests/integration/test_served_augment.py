@@ -8,9 +8,8 @@ import torch
 from metaray.config import load_config
 from metaray.core import InnerConfig, fit_linear_probe
 from metaray.core.augment import TextEdits
-from metaray.data import Episode
 from metaray.distributed import train
-from metaray.serving.tasks import TaskClassifier
+from metaray.serving.tasks import TaskClassifier, examples_episode
 
 pytestmark = pytest.mark.integration
 TEXTS = [
@@ -29,12 +28,10 @@ def test_a_served_task_fits_its_head_on_the_examples_and_their_edited_copies(dat
     edited = InnerConfig(steps=0, views=2, augment=TextEdits(token_dropout=0.3, word_swaps=1))
     served = TaskClassifier(str(run), edited)
     tensors, _ = served.adapt(TEXTS, LABELS)
-    names = sorted(set(LABELS))
-    y = torch.tensor([names.index(label) for label in LABELS])
-    episode = Episode(tuple(TEXTS), y.numpy(), (), torch.zeros(0, dtype=torch.int64).numpy(), tuple(names))
+    episode = examples_episode(TEXTS, LABELS)
     support, labels = served.classifier.fit_set(tensors["prompt"], episode, edited, seed=0)
     assert support.shape[0] == 3 * len(TEXTS)
-    expected = fit_linear_probe(support, labels, len(names), served.classifier.scale)
+    expected = fit_linear_probe(support, labels, episode.n_classes, served.classifier.scale)
     torch.testing.assert_close(tensors["head_weight"], expected.weight)
     assert torch.equal(served.adapt(TEXTS, LABELS)[0]["head_weight"], tensors["head_weight"])
     plain, _ = TaskClassifier(str(run), InnerConfig(steps=0)).adapt(TEXTS, LABELS)

@@ -1,6 +1,8 @@
-"""A deep visual prompt (`prompt.depth` > 1): feature-map prompts after the CNN's stages,
-rows of θ after the pixels; adapted on a real Omniglot episode with the frozen
-EfficientNet-Lite0 left bit-identical; the depths a backbone cannot take refused by name."""
+"""Deep prompts (`prompt.depth` > 1). Images: feature-map prompts after the CNN's stages,
+rows of θ after the pixels, adapted on a real Omniglot episode with the frozen
+EfficientNet-Lite0 left bit-identical. Text: the prompt positions' states replaced
+before each of the first layers of MiniLM (P-tuning v2). The depths a backbone cannot
+take, and checkpoints of another depth, refused by name."""
 
 import pytest
 import torch
@@ -9,13 +11,20 @@ from transformers import ViTConfig, ViTModel
 
 from metaray.checkpoint import save_checkpoint
 from metaray.config import ConfigError, ModelConfig, PromptConfig, load_config, to_dict
-from metaray.data import TaskSpec
-from metaray.distributed import TaskAdapter
+from metaray.core import InnerConfig
+from metaray.data import DataRegistry, TaskSpec
+from metaray.distributed import TaskAdapter, train
 from metaray.distributed.driver import check_resumable
 from metaray.eval import preflight
-from metaray.kinds import IMAGE, kind_of
+from metaray.kinds import CLASSIFY, IMAGE, kind_of
+from metaray.models.backbone import load_backbone
+from metaray.models.encoder import PromptedEncoder
 from metaray.models.image_backbone import load_image_backbone
 from metaray.models.vision import PromptedVisionEncoder
+from metaray.serving.images import encode_image
+from metaray.serving.peft_export import ExportError, export_peft
+from metaray.serving.store import TaskVersion
+from metaray.serving.tasks import ClassifyRequest, TaskClassifier
 
 EFFICIENTNET_MAPS = [(16, 42, 42), (24, 21, 21), (40, 10, 10), (80, 5, 5), (112, 5, 5), (192, 2, 2), (320, 2, 2)]
 
@@ -68,10 +77,10 @@ def test_depths_a_backbone_cannot_take_are_refused_by_name_before_any_work(resne
     vit = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
     folder = saved(tmp_path / "vit", ViTModel(vit))
     IMAGE.check_backbone(ModelConfig(backbone=folder), PromptConfig(init="random", depth=1))
-    with pytest.raises(ConfigError, match="prompt.depth=2 adds prompts.*has no stages metaray can find"):
+    with pytest.raises(ConfigError, match="prompt.depth=2 adds prompts inside the backbone.*has no stages metaray can"):
         IMAGE.check_backbone(ModelConfig(backbone=folder), PromptConfig(init="random", depth=2))
-    with pytest.raises(ConfigError, match="prompt.depth=2: deep prompts are built for visual prompts"):
-        kind_of(load_config("configs/tiny.yaml", ["prompt.depth=2"]))
+    with pytest.raises(ConfigError, match="prompt.depth=2: deep prompts are built for the sentence.*kind=qa"):
+        kind_of(load_config("configs/tiny-qa.yaml", ["prompt.depth=2"]))
     with pytest.raises(ConfigError, match="prompt.depth must be >= 1"):
         PromptConfig(depth=0)
 
@@ -86,3 +95,70 @@ def test_a_checkpoint_of_another_depth_is_refused_by_eval_and_resume_naming_both
         preflight(shallow)
     with pytest.raises(ConfigError, match="prompt.depth: checkpoint 8, now 1"):
         check_resumable(shallow, to_dict(deep))
+
+
+def test_a_served_image_task_adapts_and_classifies_with_its_checkpoints_deep_prompt(data_dir, tmp_path):
+    """Serving builds the model from the checkpoint's own config: the task's φ has the deep
+    rows, adaptation moves them, and its answers read them (zeroing the maps changes them)."""
+    cfg = omniglot(data_dir, tmp_path, "prompt.depth=3", "meta.rounds=1", "meta.meta_batch_size=1", "ray.local=true")
+    train(cfg, progress=False)
+    served = TaskClassifier(str(tmp_path / "run"), InnerConfig(steps=2, lr=0.05, views=1), kind=IMAGE.name)
+    encoder = served.classifier.encoder
+    assert encoder.depth == 3 and served.meta_prompt.shape == (encoder.rows, 84)
+    corpus = DataRegistry.from_config(cfg.data).corpus("omniglot/test")
+    drawings = [encode_image(p) for p in DataRegistry.from_config(cfg.data).pixels(corpus.inputs[:60:20])]
+    labels = [corpus.label_names[corpus.labels[i]] for i in range(0, 60, 20)]
+    tensors, _ = served.adapt(drawings, labels)
+    moved = tensors["prompt"] - served.meta_prompt
+    assert all(m.abs().sum() > 0 for m in encoder.split(moved)[1])
+    flat = tensors["prompt"].clone()
+    flat[3 * 84 :] = 0
+    request = ClassifyRequest("t@1", tensors, tuple(labels), tuple(drawings))
+    other = ClassifyRequest("t@2", {**tensors, "prompt": flat}, tuple(labels), tuple(drawings))
+    deep, shallow = served.classify([request, other])
+    assert [row["scores"] for row in deep] != [row["scores"] for row in shallow]
+
+
+def test_a_deep_text_prompt_replaces_the_prompt_states_before_each_layer(tmp_path):
+    cfg = ModelConfig(max_length=32)
+    tokenizer, model = load_backbone(cfg)
+    shallow, deep = PromptedEncoder(cfg, tokenizer, model), PromptedEncoder(cfg, tokenizer, model, depth=4)
+    init = PromptConfig(length=4, init="vocab")
+    theta = deep.init_prompt(init)
+    assert theta.shape == (4 * 4, 384) and torch.equal(theta[:4], shallow.init_prompt(init))
+    # θ₀'s deeper rows are the input prompt's own states before an empty text: there, nothing changes
+    torch.testing.assert_close(deep.encode([""], theta), shallow.encode([""], theta[:4]))
+    texts = ["I lost my card yesterday", "what is the balance of my account"]
+    assert not torch.allclose(deep.encode(texts, theta), shallow.encode(texts, theta[:4]))  # texts attend back
+    prompt = theta.clone().requires_grad_(True)
+    deep.embed(texts, prompt).sum().backward()
+    assert all(part.abs().sum() > 0 for part in prompt.grad.split(4))  # every layer's prompt learns
+    assert all(p.grad is None for p in model.parameters())
+    torch.testing.assert_close(deep.encode(texts, None), shallow.encode(texts, None))  # no hook left behind
+    with pytest.raises(ValueError, match=r"depth 4 has depth·P rows, got \(6, 384\)"):
+        deep.encode(texts, theta[:6])
+    export = TaskVersion("t", 1, {"prompt": theta, "prototypes": torch.eye(2, 384)}, {"labels": ["a", "b"]})
+    with pytest.raises(ExportError, match="prompt.depth=4.*PEFT has no adapter that replaces states"):
+        export_peft(export, deep, "x", tmp_path / "adapter")
+
+
+def test_text_depths_the_encoder_cannot_take_are_refused_before_any_work():
+    CLASSIFY.check_backbone(ModelConfig(), PromptConfig(depth=6))
+    with pytest.raises(ConfigError, match=r"prompt.depth=7: model.backbone 'all-MiniLM-L6-v2' has 6 layers.*\[1, 6\]"):
+        CLASSIFY.check_backbone(ModelConfig(), PromptConfig(depth=7))
+    with pytest.raises(ConfigError, match="prompt.depth=2: deep prompts hook the backbone's layers"):
+        kind_of(load_config("configs/sharded.yaml", ["prompt.depth=2"]))
+
+
+def test_a_deep_text_prompt_meta_trains_and_serves_at_its_checkpoints_depth(data_dir, tmp_path):
+    run = tmp_path / "run"
+    overrides = [f"data.data_dir={data_dir}", f"output.dir={run}", "ray.local=true", "prompt.depth=3"]
+    cfg = load_config("configs/tiny.yaml", [*overrides, "meta.rounds=2", "meta.eval_every=0"])
+    train(cfg, progress=False)
+    served = TaskClassifier(str(run), InnerConfig(steps=2, lr=0.05))
+    p = cfg.prompt.length
+    assert served.classifier.encoder.depth == 3 and served.meta_prompt.shape == (3 * p, 384)
+    texts = ["I lost my card", "my card is gone", "what is my balance", "how much money is left"]
+    tensors, _ = served.adapt(texts, ["lost", "lost", "balance", "balance"])
+    moved = (tensors["prompt"] - served.meta_prompt).split(p)
+    assert all(part.abs().sum() > 0 for part in moved)
