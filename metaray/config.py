@@ -102,8 +102,8 @@ class PromptConfig:
     seed: int = 0
     region: str = "frame"  # kind: image; where the prompt's pixels are added: frame | image (frame and drawing)
     # Where the prompt enters the backbone: 1, the input only (token embeddings, pixels).
-    # kind=classify: d > 1 also replaces the prompt positions' states before layers
-    # 1 .. d - 1 (P-tuning v2); kind=image: adds a learnable map to the feature maps after
+    # Text (classify, qa): d > 1 also replaces the prompt positions' states before layers
+    # 1 .. d - 1 (P-tuning v2); images: adds a learnable map to the feature maps after
     # each of the backbone's first d - 1 stages (the CNN analogue of VPT-deep)
     depth: int = 1
     # A checkpoint (run folder, round folder or URI; a run's best) whose θ is θ₀ instead

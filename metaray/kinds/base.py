@@ -28,7 +28,6 @@ class KindRules:
     full_protocol: bool = False
     sharded: bool = True
     regions: bool = False  # prompt.region (a visual prompt's pixels)
-    deep: bool = False  # prompt.depth > 1 (prompts inside the backbone: before layers, after stages)
     heads: bool = False  # scores through a head fitted on the support: meta.algorithm=r2d2, meta.consistency
     edits: bool = False  # text edits (`inner.augment`) make the support's augmented copies
 
@@ -94,11 +93,6 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
     require(
         rules.regions or cfg.prompt.region == "frame",
         f"prompt.region is for visual prompts (kind=image); unset it for kind={kind}",
-    )
-    require(
-        rules.deep or cfg.prompt.depth == 1,
-        f"prompt.depth={cfg.prompt.depth}: deep prompts are built for the sentence encoder (kind=classify) and "
-        f"visual prompts (kind=image); set prompt.depth=1 for kind={kind}",
     )
     require(
         cfg.prompt.depth == 1 or not cfg.sharded.enabled,

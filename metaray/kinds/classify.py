@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from metaray.config import ExperimentConfig, ModelConfig, PromptConfig
 from metaray.kinds.base import CorpusTasks, KindRules
-from metaray.models.backbone import check_backbone, check_text_depth, load_backbone
+from metaray.models.backbone import check_backbone, load_backbone
 from metaray.models.classifier import HEADS, PromptedClassifier
+from metaray.models.deep import check_text_depth
 from metaray.models.encoder import PromptedEncoder
 
 
@@ -19,7 +20,7 @@ class ClassifyKind(CorpusTasks):
     name = "classify"
     metrics = HEADS
     primary_metric = "proto"
-    rules = KindRules(own_methods=("protonet", "linear_probe"), full_protocol=True, heads=True, edits=True, deep=True)
+    rules = KindRules(own_methods=("protonet", "linear_probe"), full_protocol=True, heads=True, edits=True)
     hugging_face = True  # its backbone can be shared through the object store
     # serving: the field examples and requests carry, the settings of its model and budget
     input_field, checkpoint_setting, budget_setting = "text", "checkpoint", "adapt"

@@ -25,7 +25,6 @@ class ImageKind(CorpusTasks):
         views=True,
         sharded=False,
         regions=True,
-        deep=True,
         heads=True,
     )
     hugging_face = False  # EfficientNet-Lite and wrapped vision models: each actor loads its own

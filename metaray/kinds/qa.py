@@ -13,6 +13,7 @@ from metaray.data import DataRegistry, QAEpisode, TaskSpec, check_articles, samp
 from metaray.kinds.base import KindBase, KindRules, family_of_kind
 from metaray.models.backbone import check_backbone, check_causal_lm, load_causal_lm
 from metaray.models.causal_lm import PromptedCausalLM
+from metaray.models.deep import check_text_depth
 from metaray.models.qa import QA_METRICS, PromptedQA
 
 
@@ -27,6 +28,7 @@ class QAKind(KindBase):
     def check_backbone(self, cfg: ModelConfig, prompt: PromptConfig | None = None) -> None:
         check_backbone(cfg)
         check_causal_lm(cfg)
+        check_text_depth(cfg, prompt.depth if prompt else 1)
 
     def load_backbone(self, cfg: ModelConfig):
         return load_causal_lm(cfg)
@@ -42,6 +44,8 @@ class QAKind(KindBase):
             instruction=m.instruction,
             lockstep=lockstep,
             compute_dtype=m.compute_dtype,
+            depth=cfg.prompt.depth,
+            backbone=m.backbone,
         )
         return PromptedQA(lm)
 

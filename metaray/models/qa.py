@@ -30,9 +30,12 @@ class PromptedQA:
         self.lm = lm
 
     def init_prompt(self, cfg: PromptConfig) -> torch.Tensor:
-        """θ₀, shape (P, D), per `prompt.init` ("text": the embeddings of `prompt.text`)."""
+        """θ₀, shape (depth·P, D), per `prompt.init` ("text": the embeddings of `prompt.text`);
+        a deep prompt's deeper rows the states the input prompt has at their layers, so a
+        deep θ₀ answers as the shallow one does."""
         table = self.lm.embedding.weight.detach().float().cpu()
-        return initial_prompt(cfg.init, cfg.length, table, self.lm.token_ids(cfg.text), cfg.seed)
+        theta = initial_prompt(cfg.init, cfg.length, table, self.lm.token_ids(cfg.text), cfg.seed)
+        return torch.cat([theta, *self.lm.prompt_states(theta)]) if self.lm.depth > 1 else theta
 
     def support_loss_fn(self, episode: QAEpisode, inner: InnerConfig, seed: int) -> LossFn:
         """Answer cross-entropy on at most `inner.batch_shots` support questions (0: all),

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from metaray.config import ModelConfig, PromptConfig
+from metaray.models.deep import forward_hooks
 from metaray.models.image_backbone import ImageBackbone, check_stage_depth
 
 Pixels = Callable[[Sequence[str]], np.ndarray]  # image ids -> (N, H, W) uint8
@@ -121,19 +122,11 @@ class PromptedVisionEncoder:
     def embed_pixels(self, x: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D) normalised features of pixels `x`; a deep `prompt`'s feature-map prompts
         added after their stages (its pixels are `images`' to add)."""
-        maps = self.split(prompt)[1] if prompt is not None else []
-        if not maps:
+        maps = self.split(prompt)[1] if prompt is not None else []  # none without a deep prompt
+        stages = self.stages[: len(maps)]
+        hooks = [(stage, functools.partial(_add_map, m.to(self.device))) for stage, m in zip(stages, maps, strict=True)]
+        with forward_hooks(self._hooks, hooks):
             return F.normalize(self.model(x.to(self.device)).float(), dim=-1).cpu()
-        with self._hooks:
-            hooks = [
-                stage.register_forward_hook(functools.partial(_add_map, m.to(self.device)))
-                for stage, m in zip(self.stages, maps, strict=True)
-            ]
-            try:
-                return F.normalize(self.model(x.to(self.device)).float(), dim=-1).cpu()
-            finally:
-                for hook in hooks:
-                    hook.remove()
 
     def embed(self, ids, prompt: torch.Tensor | None) -> torch.Tensor:
         """(B, D) normalised embeddings; differentiable in `prompt` (rows, S)."""

@@ -16,7 +16,7 @@ from metaray.data import DataRegistry, TaskSpec
 from metaray.distributed import TaskAdapter, train
 from metaray.distributed.driver import check_resumable
 from metaray.eval import preflight
-from metaray.kinds import CLASSIFY, IMAGE, kind_of
+from metaray.kinds import CLASSIFY, IMAGE, QA, kind_of
 from metaray.models.backbone import load_backbone
 from metaray.models.encoder import PromptedEncoder
 from metaray.models.image_backbone import load_image_backbone
@@ -79,8 +79,6 @@ def test_depths_a_backbone_cannot_take_are_refused_by_name_before_any_work(resne
     IMAGE.check_backbone(ModelConfig(backbone=folder), PromptConfig(init="random", depth=1))
     with pytest.raises(ConfigError, match="prompt.depth=2 adds prompts inside the backbone.*has no stages metaray can"):
         IMAGE.check_backbone(ModelConfig(backbone=folder), PromptConfig(init="random", depth=2))
-    with pytest.raises(ConfigError, match="prompt.depth=2: deep prompts are built for the sentence.*kind=qa"):
-        kind_of(load_config("configs/tiny-qa.yaml", ["prompt.depth=2"]))
     with pytest.raises(ConfigError, match="prompt.depth must be >= 1"):
         PromptConfig(depth=0)
 
@@ -148,6 +146,9 @@ def test_text_depths_the_encoder_cannot_take_are_refused_before_any_work():
         CLASSIFY.check_backbone(ModelConfig(), PromptConfig(depth=7))
     with pytest.raises(ConfigError, match="prompt.depth=2: deep prompts hook the backbone's layers"):
         kind_of(load_config("configs/sharded.yaml", ["prompt.depth=2"]))
+    qa = load_config("configs/qa.yaml", ["prompt.depth=31"])
+    with pytest.raises(ConfigError, match=r"'SmolLM2-135M-Instruct' has 30 layers.*\[1, 30\]"):
+        QA.check_backbone(qa.model, qa.prompt)
 
 
 def test_a_deep_text_prompt_meta_trains_and_serves_at_its_checkpoints_depth(data_dir, tmp_path):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from metaray.config import ModelConfig, load_config
+from metaray.config import ConfigError, ModelConfig, PromptConfig, load_config
 from metaray.core import InnerConfig
 from metaray.core.answers import exact_match, f1_score, normalise_answer, squad_scores
 from metaray.data import DataError, DataRegistry, QAEpisode, TaskSpec, sample_qa_episode
@@ -205,10 +205,10 @@ def test_squad_meta_training_never_reads_a_paragraph_of_a_held_out_article(data_
 def test_without_a_prompt_the_instruction_takes_its_place(tiny_lm):
     instructed = PromptedCausalLM(tiny_lm.tokenizer, tiny_lm.model, max_context_tokens=24, instruction="be brief")
     qa = [item("the capital of france is paris .", "paris")]
-    words = instructed._or_instruction(None)
+    [words] = instructed._parts(None)
     assert words.shape == (len(tiny_lm.token_ids("be brief\n")), 32)
     assert instructed.loss(None, qa) == pytest.approx(float(tiny_lm.loss(words, qa)))
-    assert tiny_lm._or_instruction(None) is None  # no instruction: no prompt at all
+    assert tiny_lm._parts(None) == []  # no instruction: no prompt at all
 
 
 def test_the_support_loss_draws_inner_batches_of_batch_shots(tiny_lm):
@@ -222,3 +222,27 @@ def test_the_support_loss_draws_inner_batches_of_batch_shots(tiny_lm):
     assert len({round(v, 5) for v in losses}) > 1  # a fresh draw per step
     full = qa.support_loss_fn(episode, InnerConfig(batch_shots=0), seed=3)
     assert float(full({"prompt": prompt}, 0)) == pytest.approx(float(tiny_lm.loss(prompt, list(support))))
+
+
+def test_a_deep_prompt_starts_as_the_shallow_one_and_every_layers_part_learns(tiny_lm):
+    """Depth 2 on the 2-layer LM: θ₀'s second part is the input prompt's own states before
+    layer 1, which it has there in front of any text (causal attention), so losses and
+    answers match the shallow θ₀; every part gets a gradient and moving the deeper one
+    changes the loss."""
+    deep = PromptedCausalLM(tiny_lm.tokenizer, tiny_lm.model, max_context_tokens=24, max_answer_tokens=5, depth=2)
+    shallow_qa, deep_qa = PromptedQA(tiny_lm), PromptedQA(deep)
+    init = PromptConfig(length=3, init="vocab")
+    theta = deep_qa.init_prompt(init)
+    assert theta.shape == (6, 32) and torch.equal(theta[:3], shallow_qa.init_prompt(init))
+    qa = [item("the capital of france is paris .", "paris"), item("a b c d e", "c d e")]
+    assert float(deep.loss(theta, qa)) == pytest.approx(float(tiny_lm.loss(theta[:3], qa)), abs=1e-5)
+    assert deep.generate(theta, qa) == tiny_lm.generate(theta[:3], qa)
+    prompt = theta.clone().requires_grad_(True)
+    deep.loss(prompt, qa).backward()
+    assert all(part.abs().sum() > 0 for part in prompt.grad.split(3))
+    moved = theta.clone()
+    moved[3:] += 5 * torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
+    assert abs(float(deep.loss(moved, qa)) - float(deep.loss(theta, qa))) > 1e-3
+    assert float(tiny_lm.loss(None, qa)) == pytest.approx(float(deep.loss(None, qa)))  # no prompt, no hooks
+    with pytest.raises(ConfigError, match=r"prompt.depth=3: model.backbone 'tiny' has 2 layers.*\[1, 2\]"):
+        PromptedCausalLM(tiny_lm.tokenizer, tiny_lm.model, depth=3, backbone="tiny")
