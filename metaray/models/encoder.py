@@ -67,6 +67,16 @@ class PromptedEncoder:
         deeper = [states.hidden_states[layer][0, k : k + p].float().cpu() for layer in range(1, self.depth)]
         return torch.cat([theta, *deeper])
 
+    @torch.no_grad()
+    def layer_inputs(self, prompt: torch.Tensor) -> list[torch.Tensor]:
+        """The (P, D) states the prompt positions enter each layer with, whatever the text:
+        the embedding layer's output for the input prompt (at its positions), then each
+        deep part (a prompt of every layer's depth: nothing the text does reaches them)."""
+        parts = split_depth(prompt, self.depth)
+        out, _, _ = self._forward([""], parts, output_hidden_states=True)
+        k, p = self.n_prefix, parts[0].shape[0]
+        return [out.hidden_states[0][0, k : k + p].float().cpu(), *(part.float() for part in parts[1:])]
+
     def embed(self, texts: list[str] | tuple[str, ...], prompt: torch.Tensor | None) -> torch.Tensor:
         """(B, D) normalised embeddings; differentiable in `prompt` (depth·P, D)."""
         out, _, pool_mask = self._forward(texts, split_depth(prompt, self.depth) if prompt is not None else [])

@@ -136,7 +136,7 @@ def test_a_deep_text_prompt_replaces_the_prompt_states_before_each_layer(tmp_pat
     with pytest.raises(ValueError, match=r"depth 4 has depth·P rows, got \(6, 384\)"):
         deep.encode(texts, theta[:6])
     export = TaskVersion("t", 1, {"prompt": theta, "prototypes": torch.eye(2, 384)}, {"labels": ["a", "b"]})
-    with pytest.raises(ExportError, match="prompt.depth=4.*PEFT has no adapter that replaces states"):
+    with pytest.raises(ExportError, match="deep to layer 4 of 6: above it the prompt's states depend on the text"):
         export_peft(export, deep, "x", tmp_path / "adapter")
 
 
