@@ -118,7 +118,7 @@ def test_a_served_image_task_adapts_and_classifies_with_its_checkpoints_deep_pro
 
 
 def test_a_deep_text_prompt_replaces_the_prompt_states_before_each_layer(tmp_path):
-    cfg = ModelConfig(max_length=32)
+    cfg = ModelConfig(max_length=32, prompt_position="first")
     tokenizer, model = load_backbone(cfg)
     shallow, deep = PromptedEncoder(cfg, tokenizer, model), PromptedEncoder(cfg, tokenizer, model, depth=4)
     init = PromptConfig(length=4, init="vocab")
