@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import torch
 from ray import serve
 
 from metaray.config import ConfigError, build
@@ -30,7 +31,14 @@ from metaray.kinds.base import check_budget
 from metaray.runtime import process_memory
 from metaray.serving.api import api
 from metaray.serving.store import TaskNotFound, TaskStore
-from metaray.serving.tasks import SERVED_HEADS, AnswerRequest, ClassifyRequest, TaskAnswerer, TaskClassifier
+from metaray.serving.tasks import (
+    SERVED_HEADS,
+    AnswerRequest,
+    ClassifyRequest,
+    TaskAnswerer,
+    TaskClassifier,
+    check_prompt_shape,
+)
 
 LONG_CONTEXT = ("refuse", "head")
 
@@ -92,15 +100,17 @@ def settings_from(args: dict) -> ServeSettings:
     return build(ServeSettings, args)
 
 
-def task_loader(store: TaskStore, capacity: int, to_request):
+def task_loader(store: TaskStore, capacity: int, to_request, theta: torch.Tensor):
     """Serve's multiplexed loader of `task_key`s (an LRU of `capacity` per replica); a key
-    whose creation is gone (deleted, perhaps created again) is TaskNotFound."""
+    whose creation is gone (deleted, perhaps created again) is TaskNotFound, a task whose
+    prompt is not of the served θ's shape CorruptTask (`check_prompt_shape`)."""
 
     async def load_task(key: str):
         task_id, incarnation, version = key.split("@")
         task = await asyncio.to_thread(store.read, task_id, int(version))
         if task.meta.get("incarnation", "") != incarnation:
             raise TaskNotFound(task_id)
+        check_prompt_shape(task, theta)
         return to_request(key, task)
 
     return serve.multiplexed(max_num_models_per_replica=capacity)(load_task)
@@ -118,6 +128,7 @@ class Classifier:
             TaskStore(settings.store),
             settings.multiplex_capacity,
             lambda key, task: ClassifyRequest(key, task.tensors, tuple(task.meta["labels"]), ()),
+            self.model.meta_prompt,
         )
         self._batch.set_max_batch_size(settings.max_batch_size)
         self._batch.set_batch_wait_timeout_s(settings.batch_wait_s)
@@ -159,6 +170,7 @@ class Answerer:
             TaskStore(settings.store),
             settings.multiplex_capacity,
             lambda key, task: AnswerRequest(key, task.tensors["prompt"], ()),
+            self.model.meta_prompt,
         )
         self._batch.set_max_batch_size(settings.max_answer_batch)
 

@@ -23,6 +23,7 @@ from metaray.data import Episode, QAEpisode, QAItem
 from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named, kind_of
 from metaray.models import ContextTooLong, PromptedClassifier, PromptedQA
 from metaray.serving.images import decode_image
+from metaray.serving.store import CorruptTask, TaskVersion
 
 MAX_BYTES = 1 << 40  # images were checked against the limit at the ingress
 
@@ -44,6 +45,19 @@ class AnswerRequest:
     key: str  # task id @ version: requests with equal keys share one generation pass
     prompt: torch.Tensor  # φ, (P, D)
     questions: tuple[tuple[str, str], ...]  # (context, question)
+
+
+def check_prompt_shape(task: TaskVersion, theta: torch.Tensor) -> None:
+    """Refuse (CorruptTask, naming both shapes) a stored task whose prompt was adapted from a
+    θ of another shape: a checkpoint of another prompt length, depth or backbone served
+    since, whose model would misread it."""
+    shape, served = tuple(task.tensors["prompt"].shape), tuple(theta.shape)
+    if shape != served:
+        raise CorruptTask(
+            f"task {task.task_id!r} version {task.version}: its prompt has shape {shape}, and the served checkpoint's "
+            f"has {served} (another prompt length, prompt.depth or backbone); create the task again, or serve the "
+            "checkpoint it was adapted from"
+        )
 
 
 def served_model(

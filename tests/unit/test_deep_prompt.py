@@ -23,8 +23,8 @@ from metaray.models.image_backbone import load_image_backbone
 from metaray.models.vision import PromptedVisionEncoder
 from metaray.serving.images import encode_image
 from metaray.serving.peft_export import ExportError, export_peft
-from metaray.serving.store import TaskVersion
-from metaray.serving.tasks import ClassifyRequest, TaskClassifier
+from metaray.serving.store import CorruptTask, TaskVersion
+from metaray.serving.tasks import ClassifyRequest, TaskClassifier, check_prompt_shape
 
 EFFICIENTNET_MAPS = [(16, 42, 42), (24, 21, 21), (40, 10, 10), (80, 5, 5), (112, 5, 5), (192, 2, 2), (320, 2, 2)]
 
@@ -163,3 +163,12 @@ def test_a_deep_text_prompt_meta_trains_and_serves_at_its_checkpoints_depth(data
     tensors, _ = served.adapt(texts, ["lost", "lost", "balance", "balance"])
     moved = (tensors["prompt"] - served.meta_prompt).split(p)
     assert all(part.abs().sum() > 0 for part in moved)
+
+
+def test_a_stored_task_adapted_from_another_depth_is_refused_naming_both_shapes():
+    """A server restarted on a checkpoint of another depth would misread the stored task's
+    prompt (8 rows read as 2 x 4 by depth 2): the task loader refuses it instead."""
+    task = TaskVersion("t", 3, {"prompt": torch.zeros(8, 384)}, {"labels": ["a", "b"]})
+    check_prompt_shape(task, torch.zeros(8, 384))
+    with pytest.raises(CorruptTask, match=r"'t' version 3: its prompt has shape \(8, 384\).*has \(16, 384\)"):
+        check_prompt_shape(task, torch.zeros(16, 384))
