@@ -7,11 +7,13 @@ tokens (optionally the prompt positions too), L2-normalised as all-MiniLM-L6-v2 
 trained. The backbone runs on its own device (a GPU where the actor has one);
 embeddings come back on the CPU.
 
-A deep prompt (`prompt.depth` d > 1, P-tuning v2 style, Liu et al. 2022) also replaces
-the prompt positions' hidden states before each of the layers 1 .. d − 1 with P vectors
-of their own: θ is (d·P, D), the input prompt's rows first, then each layer's. Those
-rows start as the states the input prompt has at their layer in front of an empty text,
-so a deep θ₀ begins close to the shallow one.
+A deep prompt (`prompt.depth` d > 1) also replaces the prompt positions' hidden states
+before each of the layers 1 .. d − 1 with P vectors of their own (as VPT-deep, Jia et al.
+2022; at every layer this is prefix tuning / P-tuning v2 with each layer's keys and
+values those of a state: `metaray.serving.peft_export` writes them so). θ is (d·P, D),
+the input prompt's rows first, then each layer's. Those rows start as the states the
+input prompt has at their layer in front of an empty text, so a deep θ₀ begins close
+to the shallow one.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class PromptedEncoder:
         if not self.layers:
             return theta
         with torch.no_grad():
-            states, _, _ = self._forward([""], [theta], output_hidden_states=True)
+            states, _ = self._forward([""], [theta], output_hidden_states=True)
         p, k = cfg.length, self.n_prefix
         deeper = [states.hidden_states[layer][0, k : k + p].float().cpu() for layer in range(1, self.depth)]
         return torch.cat([theta, *deeper])
@@ -73,20 +75,20 @@ class PromptedEncoder:
         the embedding layer's output for the input prompt (at its positions), then each
         deep part (a prompt of every layer's depth: nothing the text does reaches them)."""
         parts = split_depth(prompt, self.depth)
-        out, _, _ = self._forward([""], parts, output_hidden_states=True)
+        out, _ = self._forward([""], parts, output_hidden_states=True)
         k, p = self.n_prefix, parts[0].shape[0]
         return [out.hidden_states[0][0, k : k + p].float().cpu(), *(part.float() for part in parts[1:])]
 
     def embed(self, texts: list[str] | tuple[str, ...], prompt: torch.Tensor | None) -> torch.Tensor:
         """(B, D) normalised embeddings; differentiable in `prompt` (depth·P, D)."""
-        out, _, pool_mask = self._forward(texts, split_depth(prompt, self.depth) if prompt is not None else [])
+        out, pool_mask = self._forward(texts, split_depth(prompt, self.depth) if prompt is not None else [])
         states = out.last_hidden_state  # (B, P+T, D)
         weights = pool_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return F.normalize(pooled.float(), dim=-1).cpu()  # fp32 for the heads, whatever the backbone computes in
 
     def _forward(self, texts, parts: list[torch.Tensor], **kwargs):
-        """(the backbone's output, its attention mask, the pooling mask) for `texts` with
+        """(the backbone's output, the pooling mask) for `texts` with
         the prompt's `parts` (the input's in the embeddings, the others before their layers)."""
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt"
@@ -104,7 +106,7 @@ class PromptedEncoder:
                 prompt_mask = torch.zeros_like(prompt_mask)
             pool_mask = torch.cat([pool_mask[:, :k], prompt_mask, pool_mask[:, k:]], 1)
         with forward_hooks(self._hooks, layer_hooks(self.layers, parts, self.n_prefix, self.device), pre=True):
-            return self.model(inputs_embeds=tokens, attention_mask=mask, **kwargs), mask, pool_mask
+            return self.model(inputs_embeds=tokens, attention_mask=mask, **kwargs), pool_mask
 
     def embed_views(self, texts, prompt: torch.Tensor | None, views: int, rng: np.random.Generator, edits: TextEdits):
         """((1 + views)·B, D): the texts, then `views` edited copies of each (copy v of text
