@@ -17,13 +17,11 @@ and generation's pass over [prompt][context], whose cache the later passes read)
 
 from __future__ import annotations
 
-import threading
-
 import torch
 import torch.nn.functional as F
 
 from metaray.data.squad import QAItem
-from metaray.models.deep import forward_hooks, layer_hooks, prompted_layers, split_depth
+from metaray.models.deep import forward_hooks, hooks_lock, layer_hooks, prompted_layers, split_depth
 
 CONTEXT = "Context: {context}"
 QUESTION = "\nQuestion: {question}\nAnswer:"  # CONTEXT + QUESTION: the whole input
@@ -57,7 +55,7 @@ class PromptedCausalLM:
         names the model where a depth is refused)."""
         self.tokenizer, self.model, self.lockstep = tokenizer, model, lockstep
         self.depth, self.layers = depth, prompted_layers(model, backbone, depth)
-        self._hooks = threading.Lock()  # the layer hooks are the model's: one deep pass at a time
+        self._hooks = hooks_lock(bool(self.layers))
         self.compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[compute_dtype]
         self.max_context_tokens, self.max_answer_tokens = max_context_tokens, max_answer_tokens
         self.embedding = model.get_input_embeddings()
@@ -80,14 +78,16 @@ class PromptedCausalLM:
         return [self.embedding(torch.tensor(self.instruction_ids, device=self.device)).detach()]
 
     def _deep(self, parts: list[torch.Tensor]):
-        """The body's forward passes with the deep parts before their layers (the prompt first)."""
+        """The body's forward pass with the deep parts before their layers (the prompt first),
+        under the model's lock (`forward_hooks`): every pass of a deep model goes through here."""
         return forward_hooks(self._hooks, layer_hooks(self.layers, parts, 0, self.device), pre=True)
 
     @torch.no_grad()
     def prompt_states(self, prompt: torch.Tensor) -> list[torch.Tensor]:
         """The (P, D) states an input prompt has before each prompted layer, read alone: what
         it has there in front of any text too, the attention being causal."""
-        out = self.model(inputs_embeds=prompt.to(self.device).unsqueeze(0), output_hidden_states=True)
+        with self._deep([]):
+            out = self.model(inputs_embeds=prompt.to(self.device).unsqueeze(0), output_hidden_states=True)
         return [out.hidden_states[layer][0].float().cpu() for layer in range(1, self.depth)]
 
     def fit_context(self, item: QAItem, mode: str) -> str:
@@ -178,15 +178,16 @@ class PromptedCausalLM:
         p = parts[0].shape[0] if parts else 0
         mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, p), mask], 1)  # [prompt][padding][context]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with self._deep(parts):
-            embeds = self._embed(ids, parts[0] if parts else None)
-            out = self._step(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
+        embeds = self._embed(ids, parts[0] if parts else None)
+        out = self._step(parts, inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
         rows = torch.tensor([distinct.index(c) for c in contexts], device=self.device)
         out.cache.reorder_cache(rows)  # row i: the keys and values of item i's context
         ids, asked = self._left_padded([self._asked_ids(item) for item in items])
         mask = torch.cat([mask[rows], asked], 1)  # [prompt][padding][context][padding][question]
         positions = positions[rows, -1:] + asked.cumsum(-1)
-        out = self._step(input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions, cache=out.cache)
+        out = self._step(
+            [], input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions, cache=out.cache
+        )
         generated: list[torch.Tensor] = []
         for _ in range(self.max_answer_tokens):
             token = out.logits[:, -1].argmax(-1)
@@ -195,12 +196,13 @@ class PromptedCausalLM:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             positions = positions[:, -1:] + 1
-            out = self._step(input_ids=token[:, None], attention_mask=mask, position_ids=positions, cache=out.cache)
+            out = self._step([], input_ids=token[:, None], attention_mask=mask, position_ids=positions, cache=out.cache)
         return [self._text(row) for row in torch.stack(generated, 1).cpu()]
 
-    def _step(self, **inputs):
-        """A forward pass that extends the cache and computes the head at the last position only."""
-        with self._autocast():
+    def _step(self, parts: list[torch.Tensor], **inputs):
+        """A forward pass that extends the cache and computes the head at the last position
+        only; the prompt's deep `parts` before their layers (the pass that reads the prompt)."""
+        with self._autocast(), self._deep(parts):
             return self.model(**inputs, use_cache=True, logits_to_keep=1)
 
     def _autocast(self) -> torch.autocast:

@@ -3,13 +3,15 @@
 A transformer's deep prompt replaces the prompt positions' hidden states before each of
 its layers 1 .. d − 1 (P-tuning v2, Liu et al. 2022); a CNN's adds a learnable map after
 each of its first d − 1 stages (`metaray.models.vision`). Both are forward hooks
-registered on the shared, frozen backbone for one forward pass at a time
-(`forward_hooks`), so a pass without a deep prompt never sees them. This module finds
-the layers, checks a depth against them and holds the hooks.
+registered on the shared, frozen backbone for one forward pass (`forward_hooks`); a deep
+model holds one lock over every pass, with hooks or without, so that no pass of another
+thread (serving adapts in a thread while it classifies) sees them. This module finds the
+layers, checks a depth against them and holds the hooks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -77,17 +79,21 @@ def split_depth(prompt: torch.Tensor, depth: int) -> list[torch.Tensor]:
     return list(prompt.split(prompt.shape[0] // depth))
 
 
+def hooks_lock(deep: bool) -> threading.Lock | None:
+    """The lock a model with deep prompts holds over its passes (`forward_hooks`); None
+    for a model without, whose passes never carry hooks."""
+    return threading.Lock() if deep else None
+
+
 @contextmanager
 def forward_hooks(
-    lock: threading.Lock, hooks: Sequence[tuple[torch.nn.Module, Callable]], pre: bool = False
+    lock: threading.Lock | None, hooks: Sequence[tuple[torch.nn.Module, Callable]], pre: bool = False
 ) -> Iterator:
     """The body runs with each (module, hook) registered, as a forward hook or (`pre`) a
-    forward pre-hook with keyword arguments; one body at a time (the modules are shared
-    by every thread of the process), the hooks removed after."""
-    if not hooks:
-        yield
-        return
-    with lock:
+    forward pre-hook with keyword arguments, the hooks removed after; under `lock` (a deep
+    model's, `hooks_lock`), held whether this pass has hooks or not, so one pass at a time
+    runs on the shared modules."""
+    with lock or contextlib.nullcontext():
         handles = [
             module.register_forward_pre_hook(hook, with_kwargs=True) if pre else module.register_forward_hook(hook)
             for module, hook in hooks

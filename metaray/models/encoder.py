@@ -18,8 +18,6 @@ to the shallow one.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,7 +26,7 @@ from metaray.config import ModelConfig, PromptConfig
 from metaray.core.augment import TextEdits, edited_copies
 from metaray.core.prompt import initial_prompt
 from metaray.models.backbone import load_backbone
-from metaray.models.deep import forward_hooks, layer_hooks, prompted_layers, split_depth
+from metaray.models.deep import forward_hooks, hooks_lock, layer_hooks, prompted_layers, split_depth
 
 
 class PromptedEncoder:
@@ -42,7 +40,7 @@ class PromptedEncoder:
         self.model = model
         self.depth = depth
         self.layers = prompted_layers(model, cfg.backbone, depth)  # their input prompt states are replaced
-        self._hooks = threading.Lock()  # the layer hooks are the model's: one deep forward at a time
+        self._hooks = hooks_lock(bool(self.layers))
         self.embedding_table = model.get_input_embeddings().weight  # (V, D), frozen
         self.device = self.embedding_table.device
         with_special, bare = tokenizer("a")["input_ids"], tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -63,21 +61,22 @@ class PromptedEncoder:
         theta = initial_prompt(cfg.init, cfg.length, table, self.token_ids(cfg.text), cfg.seed)
         if not self.layers:
             return theta
-        with torch.no_grad():
-            states, _ = self._forward([""], [theta], output_hidden_states=True)
-        p, k = cfg.length, self.n_prefix
-        deeper = [states.hidden_states[layer][0, k : k + p].float().cpu() for layer in range(1, self.depth)]
-        return torch.cat([theta, *deeper])
+        return torch.cat([theta, *self._states_before_empty_text([theta])[1 : self.depth]])
 
-    @torch.no_grad()
     def layer_inputs(self, prompt: torch.Tensor) -> list[torch.Tensor]:
         """The (P, D) states the prompt positions enter each layer with, whatever the text:
         the embedding layer's output for the input prompt (at its positions), then each
         deep part (a prompt of every layer's depth: nothing the text does reaches them)."""
         parts = split_depth(prompt, self.depth)
+        return [self._states_before_empty_text(parts)[0], *(part.float() for part in parts[1:])]
+
+    @torch.no_grad()
+    def _states_before_empty_text(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """(P, D) per layer input (the embeddings' output first): the prompt positions'
+        states, under the prompt's `parts`, in front of an empty text."""
         out, _ = self._forward([""], parts, output_hidden_states=True)
         k, p = self.n_prefix, parts[0].shape[0]
-        return [out.hidden_states[0][0, k : k + p].float().cpu(), *(part.float() for part in parts[1:])]
+        return [states[0, k : k + p].float().cpu() for states in out.hidden_states]
 
     def embed(self, texts: list[str] | tuple[str, ...], prompt: torch.Tensor | None) -> torch.Tensor:
         """(B, D) normalised embeddings; differentiable in `prompt` (depth·P, D)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from metaray.config import ModelConfig, PromptConfig
-from metaray.models.deep import forward_hooks
+from metaray.models.deep import forward_hooks, hooks_lock
 from metaray.models.image_backbone import ImageBackbone, check_stage_depth
 
 Pixels = Callable[[Sequence[str]], np.ndarray]  # image ids -> (N, H, W) uint8
@@ -66,7 +65,7 @@ class PromptedVisionEncoder:
             self.stages = stages[: depth - 1]
             self.map_shapes = self._stage_shapes()
         self.rows = 3 * size + math.ceil(sum(math.prod(s) for s in self.map_shapes) / size)
-        self._hooks = threading.Lock()  # the stage hooks are the model's: one prompted forward at a time
+        self._hooks = hooks_lock(bool(self.stages))
 
     @torch.no_grad()
     def _stage_shapes(self) -> list[torch.Size]:

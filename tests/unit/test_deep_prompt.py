@@ -4,6 +4,8 @@ EfficientNet-Lite0 left bit-identical. Text: the prompt positions' states replac
 before each of the first layers of MiniLM (P-tuning v2). The depths a backbone cannot
 take, and checkpoints of another depth, refused by name."""
 
+import threading
+
 import pytest
 import torch
 from test_image_backbone import pixels, resnet, saved  # noqa: F401 (resnet: a fixture)
@@ -172,3 +174,19 @@ def test_a_stored_task_adapted_from_another_depth_is_refused_naming_both_shapes(
     check_prompt_shape(task, torch.zeros(8, 384))
     with pytest.raises(CorruptTask, match=r"'t' version 3: its prompt has shape \(8, 384\).*has \(16, 384\)"):
         check_prompt_shape(task, torch.zeros(16, 384))
+
+
+def test_every_pass_of_a_deep_model_waits_for_the_hooks_lock_and_a_shallow_one_has_none():
+    """Serving adapts in a thread while it classifies: a pass without a deep prompt must not
+    run while another thread's pass has hooks on the shared layers."""
+    cfg = ModelConfig(max_length=32)
+    tokenizer, model = load_backbone(cfg)
+    deep = PromptedEncoder(cfg, tokenizer, model, depth=3)
+    assert PromptedEncoder(cfg, tokenizer, model)._hooks is None
+    done = threading.Event()
+    with deep._hooks:  # as a deep pass of another thread holds it
+        worker = threading.Thread(target=lambda: (deep.encode(["a card"], None), done.set()))
+        worker.start()
+        assert not done.wait(1.0), "a plain pass ran beside a hooked one"
+    worker.join(30)
+    assert done.is_set()
