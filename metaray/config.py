@@ -1,6 +1,6 @@
 """Typed, frozen experiment configuration.
 
-A config is a YAML file of sections (model, prompt, data, meta, eval, ray, sharded, output)
+A config is a YAML file of sections (model, prompt, data, meta, eval, ray, sharded, output, distill)
 and the task `kind`, plus dotted overrides (`meta.inner.lr=1e-3`). Unknown keys and bad values stop the
 run before any work starts, naming the key and the closest valid one. The rules of one task
 kind (which methods, inits and settings it takes) live in its object (`metaray.kinds`).
@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from metaray.core.adapt import InnerConfig
+from metaray.core.distill import DistillConfig
 from metaray.core.outer import OUTER_ALGORITHMS, OUTER_OPTIMIZERS, QueryObjective, query_objective
 from metaray.core.prompt import PROMPT_INITS
 from metaray.errors import MetarayError
@@ -38,6 +39,7 @@ EVAL_METHODS = (
     "reptile",
     "fomaml",
     "r2d2",
+    "teacher",
 )
 # Settings of the built-in data sets before they moved under data.sources.NAME: read in old
 # config files, checkpoints and sweep results as the new keys.
@@ -314,6 +316,7 @@ class ExperimentConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     sharded: ShardedConfig = field(default_factory=ShardedConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         _check(

@@ -12,6 +12,11 @@ instruction (qa: a hand-written instruction in place of the prompt, no tuning);
 finetune (images: every backbone weight and a new linear layer, SGD with momentum);
 random / text / vocab (prompt tuning from that init); multitask, reptile, fomaml (an
 init read from a meta-training checkpoint named in `eval.checkpoints`).
+
+Distillation (`distill.teacher`, classify): `teacher` scores the teacher alone (its linear
+probe on the larger backbone), and every method of the student's (linear_probe and the
+prompted ones) gains a `distilled` head: its probe fitted to the teacher's soft labels of
+the support and of `distill.unlabeled` unused inputs of the task as well.
 """
 
 from __future__ import annotations
@@ -31,13 +36,15 @@ from tqdm.auto import tqdm
 from metaray.checkpoint import load_checkpoint
 from metaray.config import ConfigError, EvalConfig, ExperimentConfig
 from metaray.data import DataRegistry, TaskSpec
-from metaray.distributed.adapter import EvalResult
+from metaray.distributed.adapter import TEACHER_PREFIX, EvalResult
 from metaray.distributed.runners import Runner, make_runner
 from metaray.kinds import kind_of
 from metaray.models import QA_METRICS
+from metaray.models.classifier import DISTILLED
+from metaray.models.teacher import check_teacher
 from metaray.storage import write_text
 
-NO_PROMPT = {"protonet": ("proto",), "linear_probe": ("probe",), "instruction": QA_METRICS}
+NO_PROMPT = {"protonet": ("proto",), "linear_probe": ("probe",), "instruction": QA_METRICS, "teacher": ("probe",)}
 OWN_METHODS = ("finetune",)  # baselines the adapter runs itself (its unit's init is the name)
 INIT_METHODS = ("random", "text", "vocab")
 CHECKPOINT_METHODS = ("multitask", "reptile", "fomaml", "r2d2")
@@ -49,6 +56,7 @@ def preflight(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
     ev, kind = cfg.eval, kind_of(cfg)
     kind.check_target(DataRegistry.from_config(cfg.data), ev)
     kind.check_backbone(cfg.model, cfg.prompt)
+    check_teacher(cfg)
     inits = {}
     for method in ev.methods:
         if method in CHECKPOINT_METHODS:
@@ -104,9 +112,10 @@ def t_975(df: int) -> float:
     return T_975.get(df, 2.0 if df <= 60 else 1.98)
 
 
-def _method_rows(results: list[EvalResult], heads: tuple[str, ...]) -> dict:
+def _method_rows(results: list[EvalResult], heads: tuple[str, ...], prefix: str = "") -> dict:
+    """Each head's scores at each budget; `prefix`: the heads' keys in the scores (`teacher.`)."""
     steps = sorted(results[0].scores)
-    rows = {head: {str(t): _scores([r.scores[t][head] for r in results]) for t in steps} for head in heads}
+    rows = {head: {str(t): _scores([r.scores[t][prefix + head] for r in results]) for t in steps} for head in heads}
     return {"heads": rows, "adapt_seconds": summarise([r.adapt_seconds for r in results])}
 
 
@@ -122,12 +131,19 @@ def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool
         for method in INIT_METHODS:
             if method in ev.methods:
                 inits[method] = runner.init_prompt(dataclasses.replace(cfg.prompt, init=method))
-        settings = {kind.setting_name(registry, ev, shot): kind.test_specs(registry, ev, shot) for shot in ev.shots}
+        unlabeled = cfg.distill.unlabeled if cfg.distill.enabled else 0
+        settings = {
+            kind.setting_name(registry, ev, shot): [
+                dataclasses.replace(s, unlabeled=unlabeled) for s in kind.test_specs(registry, ev, shot)
+            ]
+            for shot in ev.shots
+        }
         units = {name: _units(ev, specs, inits) for name, specs in settings.items()}
+        heads = kind.metrics + ((DISTILLED,) if cfg.distill.enabled else ())
         with tqdm(total=sum(map(len, units.values())), desc="eval", unit="task", disable=not progress) as bar:
             for name, specs in settings.items():
                 bar.set_postfix_str(f"{name}: {', '.join(ev.methods)}")
-                out["settings"][name] = _run_setting(runner, ev, len(specs), units[name], kind.metrics, bar.update)
+                out["settings"][name] = _run_setting(runner, ev, len(specs), units[name], heads, bar.update)
     finally:
         if own_runner:
             runner.shutdown()
@@ -149,8 +165,17 @@ def _run_setting(runner: Runner, ev: EvalConfig, n: int, units: list, heads, don
     plain = [m for m in ev.methods if m in NO_PROMPT]
     results = runner.evaluate(units, ev.steps, ev.inner, heads, done)
     rows = {m: _method_rows(results[i * n : (i + 1) * n], heads) for i, m in enumerate(prompted)}
-    rows |= {m: _method_rows(results[len(prompted) * n :], NO_PROMPT[m]) for m in plain}
+    rows |= {m: _method_rows(results[len(prompted) * n :], _plain_heads(m, heads), _prefix(m)) for m in plain}
     return {m: rows[m] for m in ev.methods}
+
+
+def _plain_heads(method: str, heads: tuple[str, ...]) -> tuple[str, ...]:
+    """A no-prompt baseline's heads: its own, and the distilled probe beside the linear probe."""
+    return NO_PROMPT[method] + ((DISTILLED,) if method == "linear_probe" and DISTILLED in heads else ())
+
+
+def _prefix(method: str) -> str:
+    return TEACHER_PREFIX if method == "teacher" else ""
 
 
 def _cell(summary: dict) -> str:

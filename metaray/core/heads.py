@@ -61,8 +61,10 @@ def fit_linear_probe(
     scale: float,
     weight_decay: float = 1e-3,
     max_iter: int = 100,
+    soft: SoftTargets | None = None,
 ) -> LinearHead:
-    """Logistic regression on frozen (N, D) embeddings, started at the prototypes."""
+    """Logistic regression on frozen (N, D) embeddings, started at the prototypes; with
+    `soft`, plus its weighted soft-label term (a teacher's, `core.distill`)."""
     x = embeddings.detach().float()
     weight = prototypes(x, labels, n_classes).clone().requires_grad_(True)
     bias = torch.zeros(n_classes, requires_grad=True)
@@ -71,11 +73,29 @@ def fit_linear_probe(
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
         loss = F.cross_entropy(scale * (x @ weight.T + bias), labels) + weight_decay * weight.pow(2).sum()
+        if soft is not None:
+            loss = loss + soft.loss(scale * (soft.embeddings @ weight.T + bias))
         loss.backward()
         return loss
 
     optimizer.step(closure)
     return LinearHead(weight.detach(), bias.detach(), scale)
+
+
+@dataclass(frozen=True)
+class SoftTargets:
+    """Soft labels (M, C) for (M, D) embeddings: the term `weight` · T² · CE(targets,
+    softmax(logits / T)) of knowledge distillation (Hinton et al. 2015, §2; T² keeps the
+    gradients' size independent of the temperature T)."""
+
+    embeddings: torch.Tensor
+    targets: torch.Tensor
+    temperature: float
+    weight: float
+
+    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        return self.weight * t * t * F.cross_entropy(logits / t, self.targets)
 
 
 def ridge_head(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int, lam: float) -> torch.Tensor:

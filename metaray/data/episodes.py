@@ -6,6 +6,7 @@ never the data. The actor rebuilds the same `Episode` from its own copy of the c
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class TaskSpec:
     seed: int = 0
     support_family: str = ""
     same_group: bool = False  # draw every class from one domain (fine-grained tasks)
+    unlabeled: int = 0  # inputs beside the episode, labels withheld (a distillation teacher labels them)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Episode:
     query_inputs: tuple[str, ...]
     query_labels: np.ndarray
     label_names: tuple[str, ...]
+    unlabeled_inputs: tuple[str, ...] = ()  # the task's inputs without labels (`TaskSpec.unlabeled`)
 
     @property
     def n_classes(self) -> int:
@@ -102,7 +105,8 @@ def sample_episode(spec: TaskSpec, corpus: Corpus, support_corpus: Corpus | None
         chosen = rng.choice(by_class[c], size=needed, replace=False)
         support += [(i, new_label) for i in chosen[: spec.k_shot]]
         query += [(i, new_label) for i in chosen[spec.k_shot :]]
-    return _episode(corpus, corpus, support, query, classes)
+    episode = _episode(corpus, corpus, support, query, classes)
+    return _with_unlabeled(episode, spec, rng, corpus, np.concatenate([by_class[c] for c in classes]), support + query)
 
 
 def _split_episode(spec, rng, by_class, corpus: Corpus, support_corpus: Corpus) -> Episode:
@@ -120,7 +124,19 @@ def _split_episode(spec, rng, by_class, corpus: Corpus, support_corpus: Corpus) 
         if spec.q_query:
             pool = rng.choice(pool, size=min(spec.q_query, len(pool)), replace=False)
         query += [(i, c) for i in sorted(pool)]
-    return _episode(support_corpus, corpus, support, query, list(range(len(corpus.label_names))))
+    episode = _episode(support_corpus, corpus, support, query, list(range(len(corpus.label_names))))
+    return _with_unlabeled(episode, spec, rng, support_corpus, np.arange(len(support_corpus.inputs)), support)
+
+
+def _with_unlabeled(episode: Episode, spec: TaskSpec, rng, corpus: Corpus, pool: np.ndarray, used) -> Episode:
+    """`spec.unlabeled` inputs of `pool` (indices into `corpus`) that the episode does not
+    use, drawn after everything else, so an episode's support and query sets do not depend
+    on it; fewer where the pool has fewer."""
+    if not spec.unlabeled:
+        return episode
+    free = np.setdiff1d(pool, [i for i, _ in used])
+    chosen = np.sort(rng.choice(free, size=min(spec.unlabeled, len(free)), replace=False))
+    return dataclasses.replace(episode, unlabeled_inputs=tuple(corpus.inputs[i] for i in chosen))
 
 
 def _episode(support_corpus: Corpus, query_corpus: Corpus, support, query, classes) -> Episode:

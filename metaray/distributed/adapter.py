@@ -16,12 +16,18 @@ import torch
 
 from metaray.config import ExperimentConfig, PromptConfig
 from metaray.core import InnerConfig, TaskUpdate, adapt, task_pseudo_gradient
+from metaray.core.distill import Lesson
 from metaray.data import DataRegistry, Episode, QAEpisode, TaskSpec
 from metaray.kinds import kind_of
 from metaray.models import HEADS, SharedBackbone
 from metaray.models.backbone import backbone_config, import_backbone, import_model_code
 from metaray.models.finetune import finetune_scores
+from metaray.models.teacher import Teacher, TeacherOutput, teacher_model_config
 from metaray.runtime import process_memory
+
+TEACHER_PREFIX = "teacher."  # the teacher's own scores, beside the student's in the unprompted pass's
+TEACHER_SCORE = TEACHER_PREFIX + "probe"
+TAUGHT_CACHE = 256  # test tasks whose teacher output an adapter keeps (all the draws or episodes of a setting)
 
 
 @dataclass
@@ -84,6 +90,8 @@ class TaskAdapter:
         self.prompted = self.kind.prompted_model(
             cfg, tokenizer, model, lockstep=cfg.sharded.enabled, pixels=self.registry.pixels
         )
+        self.teacher = Teacher(teacher_model_config(cfg.model, cfg.distill.teacher)) if cfg.distill.enabled else None
+        self._taught: dict[TaskSpec, TeacherOutput] = {}  # the teacher's output per test task, for every method
 
     def memory(self) -> dict[str, dict[str, float]]:
         """This process's memory (MiB) before and after loading the backbone, and now."""
@@ -124,8 +132,12 @@ class TaskAdapter:
             lr, scale = self.cfg.eval.finetune_lr, self.cfg.model.scale
             scores = finetune_scores(self.prompted.encoder, episode, steps, lr, scale, inner.views, spec.index)
             return EvalResult(spec, scores, time.perf_counter() - start)
+        taught = self._teacher_output(spec, episode)
+        lesson = Lesson(self.cfg.distill, taught.logits) if taught is not None else None
         if init is None:
-            scores, support_seconds = self.prompted.score(None, episode, heads, inner, spec.index)
+            scores, support_seconds = self.prompted.score(None, episode, heads, inner, spec.index, lesson)
+            if taught is not None:
+                scores[TEACHER_SCORE] = taught.accuracy
             return EvalResult(spec, {0: scores}, support_seconds)
         scores: dict[int, dict[str, float]] = {}
         scoring = support_seconds = 0.0
@@ -134,7 +146,8 @@ class TaskAdapter:
             nonlocal scoring, support_seconds
             if step in steps:
                 start = time.perf_counter()
-                scores[step], support_seconds = self.prompted.score(params["prompt"], episode, heads, inner, spec.index)
+                prompt = params["prompt"]
+                scores[step], support_seconds = self.prompted.score(prompt, episode, heads, inner, spec.index, lesson)
                 scoring += time.perf_counter() - start
 
         budget = dataclasses.replace(inner, steps=max(steps))
@@ -142,3 +155,13 @@ class TaskAdapter:
         adapt({"prompt": init}, self.prompted.support_loss_fn(episode, budget, seed=spec.index), budget, on_step)
         inner_seconds = time.perf_counter() - start - scoring
         return EvalResult(spec, scores, inner_seconds + support_seconds)
+
+    def _teacher_output(self, spec: TaskSpec, episode) -> TeacherOutput | None:
+        """The teacher's labels of a test task, computed once for all the methods scored on it."""
+        if self.teacher is None:
+            return None
+        if spec not in self._taught:
+            if len(self._taught) >= TAUGHT_CACHE:
+                self._taught.pop(next(iter(self._taught)))
+            self._taught[spec] = self.teacher.label(episode)
+        return self._taught[spec]

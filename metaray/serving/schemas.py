@@ -9,6 +9,11 @@ from pydantic import BaseModel, Field, model_validator
 from metaray.serving.store import TASK_ID
 
 TaskId = Annotated[str, Field(pattern=f"^(?:{TASK_ID.pattern})$", description="letters, digits, '-', '_'; at most 64")]
+Text = Annotated[str, Field(min_length=1)]
+UNLABELED = (
+    "texts of the task without labels: a server with a distillation teacher (distill.teacher) fits the "
+    "task's head to the teacher's soft labels of them and of the examples (a 422 on a server without one)"
+)
 
 
 class LabelledText(BaseModel):
@@ -45,6 +50,7 @@ class ClassifyTask(_LabelledTask):
 
     kind: Literal["classify"]
     examples: list[LabelledText] = Field(min_length=2)
+    unlabeled: list[Text] = Field(default=[], description=UNLABELED)
 
 
 class ImageTask(_LabelledTask):
@@ -72,6 +78,7 @@ class TaskInfo(BaseModel):
     version: int
     labels: list[str] = []
     examples: int
+    unlabeled: int = Field(default=0, description="unlabeled texts the task's head was distilled on")
     pending_feedback: int = 0
     metrics: dict = {}
     fallback_from: list[int] = Field(default=[], description="newer versions that could not be read (skipped)")
@@ -110,6 +117,8 @@ class ServerLimits(BaseModel):
     max_image_bytes: int
     max_body_bytes: int
     image_formats: list[str]
+    max_unlabeled: int = Field(description="unlabeled texts per task")
+    teacher: str = Field(description="the distillation teacher's backbone; empty: unlabeled texts are refused")
 
 
 class ClassifyBody(BaseModel):
@@ -140,9 +149,16 @@ class ClassifyResult(BaseModel):
 
 class FeedbackBody(BaseModel):
     """Corrected examples: labelled texts (or images) for a classification (image) task,
-    answered questions for a QA task."""
+    answered questions for a QA task; and, for a text task, unlabeled texts to distil on."""
 
-    examples: list[LabelledText] | list[LabelledImage] | list[QAExample] = Field(min_length=1)
+    examples: list[LabelledText] | list[LabelledImage] | list[QAExample] = []
+    unlabeled: list[Text] = Field(default=[], description=UNLABELED)
+
+    @model_validator(mode="after")
+    def _something(self) -> FeedbackBody:
+        if not (self.examples or self.unlabeled):
+            raise ValueError("send examples, unlabeled texts, or both")
+        return self
 
 
 class FeedbackAccepted(BaseModel):

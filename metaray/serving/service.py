@@ -15,7 +15,7 @@ import uuid
 import ray
 from ray import serve
 
-from metaray.kinds import KINDS, QA
+from metaray.kinds import KINDS, QA, kind_named
 from metaray.models import ContextTooLong
 from metaray.serving.checks import INPUT, check_examples, check_inputs, check_texts
 from metaray.serving.errors import Broken, Conflict, NotFound, NotServed, StoreFull, TooLarge, Unprocessable, too_large
@@ -86,6 +86,8 @@ class TaskService:
         self._model(body.kind)
         examples = [e.model_dump() for e in body.examples]
         too_large("examples", len(examples), self.settings.max_examples)
+        unlabeled = list(getattr(body, "unlabeled", []))  # text tasks only
+        self._check_unlabeled(body.kind, unlabeled, 0)
         await self._checked(check_examples, body.kind, examples)
         steps = None if body.steps is None else min(body.steps, self.settings.budget(body.kind).steps)
         task_id = body.id or uuid.uuid4().hex[:16]
@@ -96,9 +98,10 @@ class TaskService:
         except TaskExists as err:
             raise Conflict(f"task {task_id!r} already exists") from err
         try:
-            tensors, metrics = await self._adapt(body.kind, examples, steps)
+            tensors, metrics = await self._adapt(body.kind, examples, steps, unlabeled)
             labels = sorted({e["label"] for e in examples}) if body.kind in INPUT else []
             meta = {"kind": body.kind, "labels": labels, "examples": examples, "metrics": metrics, "feedback": []}
+            meta |= {"unlabeled": unlabeled} if unlabeled else {}
             self.store.write_version(task_id, 1, tensors, meta, incarnation)
             return self._info(self.store.read_meta(task_id, 1))
         except TaskNotFound as err:  # deleted while being created (and perhaps created again)
@@ -158,6 +161,8 @@ class TaskService:
             max_image_bytes=s.max_image_bytes,
             max_body_bytes=s.max_body_bytes,
             image_formats=list(IMAGE_FORMATS),
+            max_unlabeled=s.max_unlabeled,
+            teacher=s.distill.teacher,
         )
 
     def delete(self, task_id: str) -> None:
@@ -244,18 +249,21 @@ class TaskService:
         meta = self._meta(task_id)
         examples = [e.model_dump() for e in body.examples]
         fields = {INPUT[meta["kind"]], "label"} if meta["kind"] in INPUT else {"context", "question", "answer"}
-        if set(examples[0]) != fields:
+        if examples and set(examples[0]) != fields:
             raise Unprocessable(["examples"], f"a {meta['kind']} task's examples have the fields {sorted(fields)}")
         labels = set(meta.get("labels", []))
         for i, example in enumerate(examples):
             if meta["kind"] in INPUT and example["label"] not in labels:
                 msg = f"unknown label {example['label']!r}; task {task_id!r} has {sorted(labels)}"
                 raise Unprocessable(["examples", i, "label"], msg)
-        total = len(meta["examples"]) + sum(map(len, self._pending(task_id, meta).values())) + len(examples)
+        pending, unlabeled = split_feedback(self._pending(task_id, meta).values()), list(body.unlabeled)
+        total = len(meta["examples"]) + len(pending[0]) + len(examples)
         too_large("examples with feedback", total, self.settings.max_examples)
+        self._check_unlabeled(meta["kind"], unlabeled, len(meta.get("unlabeled", [])) + len(pending[1]))
         await self._checked(check_examples, meta["kind"], examples)
         try:
-            name = self.store.add_feedback(task_id, examples, meta.get("incarnation", ""))
+            entries = examples + [{UNLABELED: text} for text in unlabeled]
+            name = self.store.add_feedback(task_id, entries, meta.get("incarnation", ""))
         except TaskNotFound as err:  # deleted meanwhile
             raise NotFound(f"no task {task_id!r}") from err
         self._schedule(task_id)
@@ -296,11 +304,13 @@ class TaskService:
             if not pending:
                 self.store.clear_pending(task_id)
                 return
-            examples = meta["examples"] + [e for batch in pending.values() for e in batch]
+            added, texts = split_feedback(pending.values())
+            examples, unlabeled = meta["examples"] + added, meta.get("unlabeled", []) + texts
             try:
-                tensors, metrics = await self._adapt(meta["kind"], examples, meta["metrics"].get("steps"))
+                tensors, metrics = await self._adapt(meta["kind"], examples, meta["metrics"].get("steps"), unlabeled)
                 included = [*meta.get("feedback", []), *pending]
                 new = {**meta, "examples": examples, "metrics": metrics, "feedback": included}
+                new |= {"unlabeled": unlabeled} if unlabeled else {}
                 self.store.write_version(task_id, latest + 1, tensors, new, meta.get("incarnation", ""))
             except FileExistsError:  # another replica wrote this version: start again from it
                 continue
@@ -342,6 +352,7 @@ class TaskService:
             version=meta["version"],
             labels=meta.get("labels", []),
             examples=len(meta["examples"]),
+            unlabeled=len(meta.get("unlabeled", [])),
             pending_feedback=len(self._pending(meta["id"], meta)),
             metrics=meta.get("metrics", {}),
             fallback_from=meta.get("fallback_from", []),
@@ -358,9 +369,35 @@ class TaskService:
             raise NotServed(f"this server has no {kind} model: serve it with {MODEL_SETTING[kind]}=RUN_FOLDER")
         return self.models[kind]
 
-    async def _adapt(self, kind: str, examples: list[dict], steps: int | None) -> tuple[dict, dict]:
-        """φ (and, for classification, prototypes and the linear head) from the examples, on the kind's model."""
+    async def _adapt(self, kind: str, examples: list[dict], steps: int | None, unlabeled=()) -> tuple[dict, dict]:
+        """φ (and, for classification, prototypes and the linear head, distilled where the
+        task has unlabeled texts) from the examples, on the kind's model."""
         if kind not in INPUT:  # question answering: (context, question, answer) examples
             return await self._model(kind).adapt.remote(examples, steps)
         inputs, labels = [e[INPUT[kind]] for e in examples], [e["label"] for e in examples]
+        if unlabeled:
+            return await self._model(kind).adapt.remote(inputs, labels, steps, list(unlabeled))
         return await self._model(kind).adapt.remote(inputs, labels, steps)
+
+    def _check_unlabeled(self, kind: str, texts: list[str], held: int) -> None:
+        """Unlabeled texts: for a text task (`kind`'s rules), on a server with a teacher,
+        within `max_unlabeled` with the `held` ones the task has, each within `max_text_chars`."""
+        if not texts:
+            return
+        if not kind_named(kind).rules.distill:
+            msg = f"unlabeled texts are for text classification tasks, and this is a {kind} task"
+            raise Unprocessable(["unlabeled"], msg)
+        if not self.settings.distill.enabled:
+            msg = "this server has no distillation teacher to label them: serve with distill.teacher=all-mpnet-base-v2"
+            raise Unprocessable(["unlabeled"], msg)
+        too_large("unlabeled texts", held + len(texts), self.settings.max_unlabeled)
+        check_texts(self.settings, texts, "unlabeled")
+
+
+UNLABELED = "unlabeled"  # a feedback file's entry {UNLABELED: text} is a text without a label
+
+
+def split_feedback(batches) -> tuple[list[dict], list[str]]:
+    """(labelled examples, unlabeled texts) of feedback files' entries, in order."""
+    entries = [e for batch in batches for e in batch]
+    return [e for e in entries if UNLABELED not in e], [e[UNLABELED] for e in entries if UNLABELED in e]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +20,12 @@ from metaray.checkpoint import CheckpointError, load_checkpoint
 from metaray.config import ModelConfig, experiment_from_dict
 from metaray.core import InnerConfig, LinearHead, adapt, cosine_logits, fit_linear_probe, prototypes
 from metaray.core.adapt import AdaptResult
+from metaray.core.distill import DistillConfig, Lesson
+from metaray.core.heads import SoftTargets
 from metaray.data import Episode, QAEpisode, QAItem
 from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named, kind_of
 from metaray.models import ContextTooLong, PromptedClassifier, PromptedQA
+from metaray.models.teacher import Teacher, teacher_model_config
 from metaray.serving.images import decode_image
 from metaray.serving.store import CorruptTask, TaskVersion
 
@@ -104,7 +108,13 @@ class TaskClassifier:
     the prompted embeddings, what wins at meta-test) or their prototypes (`proto`)."""
 
     def __init__(
-        self, checkpoint: str, inner: InnerConfig, threads: int = 1, kind: str = CLASSIFY.name, head: str = "probe"
+        self,
+        checkpoint: str,
+        inner: InnerConfig,
+        threads: int = 1,
+        kind: str = CLASSIFY.name,
+        head: str = "probe",
+        distill: DistillConfig | None = None,
     ) -> None:
         torch.set_num_threads(threads)
         if head not in SERVED_HEADS:
@@ -113,13 +123,19 @@ class TaskClassifier:
         decoded = functools.lru_cache(maxsize=1024)(lambda data: decode_image(data, MAX_BYTES))
         images = kind_named(kind) is IMAGE
         pixels = (lambda data: np.stack([decoded(i) for i in data])) if images else None
-        self.meta_prompt, _, self.classifier = served_model(checkpoint, kind, pixels)
-        self.inner, self.head = inner, head
+        self.meta_prompt, model_cfg, self.classifier = served_model(checkpoint, kind, pixels)
+        self.inner, self.head, self.distill = inner, head, distill
+        teaches = distill is not None and distill.enabled
+        self.teacher = Teacher(teacher_model_config(model_cfg, distill.teacher)) if teaches else None
 
-    def adapt(self, texts: list[str], labels: list[str], steps: int | None = None) -> tuple[dict, dict]:
+    def adapt(
+        self, texts: list[str], labels: list[str], steps: int | None = None, unlabeled: Sequence[str] = ()
+    ) -> tuple[dict, dict]:
         """(tensors, metrics): φ after `steps` (default: the configured budget) inner steps
         from θ on the examples, the class prototypes under φ and (head `probe`) the linear
-        head fitted on the examples' embeddings under φ, as `metaray eval`'s probe head."""
+        head fitted on the examples' embeddings under φ, as `metaray eval`'s probe head;
+        with `unlabeled` texts, fitted to the teacher's soft labels of them and of the
+        examples too, as its `distilled` head."""
         episode = examples_episode(texts, labels)
         names = episode.label_names
         inner = self.inner if steps is None else dataclasses.replace(self.inner, steps=steps)
@@ -128,10 +144,25 @@ class TaskClassifier:
         phi = result.adapted_prompt
         support, fit_labels = self.classifier.fit_set(phi, episode, inner, seed=0)
         tensors = {"prompt": phi, "prototypes": prototypes(support, fit_labels, len(names))}
+        metrics = {}
         if self.head == "probe":
-            fitted = fit_linear_probe(support, fit_labels, len(names), self.classifier.scale)
+            soft = self._soft_targets(dataclasses.replace(episode, unlabeled_inputs=tuple(unlabeled)), phi, support)
+            fitted = fit_linear_probe(support, fit_labels, len(names), self.classifier.scale, soft=soft)
             tensors |= {"head_weight": fitted.weight, "head_bias": fitted.bias}
-        return tensors, _metrics(inner, result, start)
+            metrics = {"distilled": {"teacher": self.teacher.cfg.backbone, "unlabeled": len(unlabeled)}} if soft else {}
+        return tensors, _metrics(inner, result, start) | metrics
+
+    def _soft_targets(self, episode: Episode, phi: torch.Tensor, support: torch.Tensor) -> SoftTargets | None:
+        """The teacher's soft labels of the examples and the unlabeled texts, for the
+        student's embeddings of them under φ; None for a task without unlabeled texts."""
+        if not episode.unlabeled_inputs:
+            return None
+        if self.teacher is None:
+            raise ValueError("unlabeled texts need a distillation teacher: serve with distill.teacher set")
+        taught = self.teacher.label(episode)
+        unlabeled = self.classifier.encoder.encode(episode.unlabeled_inputs, phi)
+        student = torch.cat([support[: len(episode.support_inputs)], unlabeled])
+        return Lesson(self.distill, taught.logits).soft_targets(student)
 
     def classify(self, requests: list[ClassifyRequest]) -> list[list[dict]]:
         """Per request, per text: the label and the score of every label (softmax over the

@@ -52,6 +52,8 @@ class Server:
             "qa_adapt.steps=2",
             f"image_checkpoint={checkpoints['image']}",
             "image_adapt.steps=3",
+            "distill.teacher=all-MiniLM-L6-v2",  # a teacher already installed (bench/distill uses all-mpnet-base-v2)
+            "max_unlabeled=30",
         ]
         self.config = two_core_config(log.parent / "serve.yaml")
         self.port, self.log, self.proc = free_port(), log, None

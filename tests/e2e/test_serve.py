@@ -4,6 +4,7 @@ and bad input."""
 
 import base64
 import concurrent.futures
+import dataclasses
 import io
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import torch
 from PIL import Image
 
 from metaray.data.squad import load_squad
@@ -107,6 +109,57 @@ def test_a_served_task_scores_held_out_texts_as_eval_does(server, corpus):
     assert served_accuracy == pytest.approx(scores["probe"])
     assert scores["probe"] != scores["proto"], "the heads agree here: this test cannot tell which one is served"
     assert requests.delete(f"{server.url}/v1/tasks/heads", headers=AUTH, timeout=10).status_code == 204
+
+
+def test_unlabeled_texts_distil_a_task_at_creation_and_in_feedback(server, corpus):
+    """A task created with unlabeled texts answers with the probe fitted to the teacher's
+    soft labels of its examples and those texts (`metaray eval`'s distilled head, computed
+    here apart), and unlabeled texts in feedback refresh it; refused where they cannot help."""
+    from metaray.core.distill import DistillConfig, Lesson
+    from metaray.core.heads import fit_linear_probe
+    from metaray.models.teacher import Teacher, teacher_model_config
+    from metaray.serving.tasks import examples_episode, served_model
+
+    classes = [0, 1, 3, 7, 9]
+    support, unlabeled = examples(corpus, classes, 2), [e["text"] for e in examples(corpus, classes, 3, skip=2)]
+    body = {"kind": "classify", "id": "taught", "examples": support, "unlabeled": unlabeled[:10], "steps": 0}
+    created = server.post("/v1/tasks", body, headers=AUTH)
+    assert created.status_code == 201, created.text
+    assert created.json()["metrics"]["distilled"] == {"teacher": "all-MiniLM-L6-v2", "unlabeled": 10}
+    assert created.json()["unlabeled"] == 10
+
+    theta, model_cfg, classifier = served_model(str(server.checkpoints["classify"]), "classify")
+    episode = examples_episode([e["text"] for e in support], [e["label"] for e in support])
+    teacher = Teacher(teacher_model_config(model_cfg, "all-MiniLM-L6-v2"))
+    taught = teacher.label(dataclasses.replace(episode, unlabeled_inputs=tuple(unlabeled[:10])))
+    student = classifier.encoder.encode(list(episode.support_inputs) + unlabeled[:10], theta)
+    soft = Lesson(DistillConfig(teacher="all-MiniLM-L6-v2"), taught.logits).soft_targets(student)
+    labels = torch.from_numpy(episode.support_labels)
+    head = fit_linear_probe(student[: len(support)], labels, 5, classifier.scale, soft=soft)
+    probe = fit_linear_probe(student[: len(support)], labels, 5, classifier.scale)
+    held_out = [e["text"] for e in examples(corpus, classes, 2, skip=5)]
+    served = server.post("/v1/tasks/taught/classify", {"texts": held_out}).json()["predictions"]
+    query = classifier.encoder.encode(held_out, theta)
+    expected, plain = head.logits(query).softmax(-1), probe.logits(query).softmax(-1)
+    names = episode.label_names
+    got = np.array([[p["scores"][n] for n in names] for p in served])
+    np.testing.assert_allclose(got, expected.numpy(), atol=2e-4)
+    assert not np.allclose(got, plain.numpy(), atol=2e-4), "the distilled head is the plain probe here"
+
+    accepted = server.post("/v1/tasks/taught/feedback", {"unlabeled": unlabeled[10:]}, headers=AUTH)
+    assert accepted.status_code == 202, accepted.text
+    deadline = time.time() + 120
+    while (info := requests.get(f"{server.url}/v1/tasks/taught", timeout=10).json())["version"] < 2:
+        assert time.time() < deadline, "unlabeled feedback was not re-adapted"
+        time.sleep(1)
+    assert info["unlabeled"] == 15 and info["examples"] == len(support)
+    assert info["metrics"]["distilled"]["unlabeled"] == 15
+
+    too_many = server.post("/v1/tasks/taught/feedback", {"unlabeled": ["a text"] * 16}, headers=AUTH)
+    assert too_many.status_code == 413 and "unlabeled texts: 31 is over the limit of 30" in too_many.text
+    nothing = server.post("/v1/tasks/taught/feedback", {"examples": [], "unlabeled": []}, headers=AUTH)
+    assert nothing.status_code == 422 and "send examples, unlabeled texts, or both" in nothing.text
+    assert requests.delete(f"{server.url}/v1/tasks/taught", headers=AUTH, timeout=10).status_code == 204
 
 
 def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(server, corpus):

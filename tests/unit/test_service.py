@@ -9,6 +9,8 @@ import pytest
 import torch
 from pydantic import TypeAdapter
 
+from metaray.config import ConfigError
+from metaray.core.distill import DistillConfig
 from metaray.serving import errors
 from metaray.serving.api import STATUS
 from metaray.serving.app import ServeSettings
@@ -110,3 +112,26 @@ def test_a_read_whose_replica_is_lost_is_sent_again_a_bounded_number_of_times():
     with pytest.raises(errors.NotFound):
         asyncio.run(on_a_live_replica(replica(1, errors.NotFound("gone"))))
     assert len(tries) == 1
+
+
+def test_unlabeled_texts_need_a_text_task_and_a_teacher(service, tmp_path):
+    stored(service, "words", "classify", ["a", "b"])
+    stored(service, "pics", "image", ["a", "b"])
+    with pytest.raises(errors.Unprocessable, match="no distillation teacher to label them"):
+        asyncio.run(service.feedback("words", FeedbackBody(unlabeled=["an unlabeled text"])))
+    taught = TaskService(
+        ServeSettings(checkpoint="runs/unused", store=str(tmp_path / "tasks"), distill=DistillConfig(teacher="t")), {}
+    )
+    with pytest.raises(errors.Unprocessable, match="for text classification tasks, and this is a image task"):
+        asyncio.run(taught.feedback("pics", FeedbackBody(unlabeled=["a text"])))
+    with pytest.raises(ValueError, match="send examples, unlabeled texts, or both"):
+        FeedbackBody(examples=[], unlabeled=[])
+    assert service.store.feedback("words") == {} and taught.store.feedback("pics") == {}, "a refusal stored feedback"
+
+
+def test_a_teacher_is_served_for_the_text_classifier_s_linear_head():
+    teacher = DistillConfig(teacher="all-mpnet-base-v2")
+    with pytest.raises(ConfigError, match="fits the text classifier's linear head"):
+        ServeSettings(qa_checkpoint="runs/qa", distill=teacher)
+    with pytest.raises(ConfigError, match="fits the text classifier's linear head"):
+        ServeSettings(checkpoint="runs/x", head="proto", distill=teacher)

@@ -1,0 +1,82 @@
+"""The distillation teacher: a larger frozen sentence encoder and a linear probe fitted on
+each task's support set (`core.distill`).
+
+It reads texts only (kind: classify); its label space is the task's, fitted per task, so
+any encoder that gives sentence embeddings can teach any student.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from metaray.config import ConfigError, ExperimentConfig, ModelConfig
+from metaray.core import fit_linear_probe
+from metaray.data import Episode
+from metaray.models.backbone import check_backbone, load_backbone, resolve_backbone
+from metaray.models.encoder import PromptedEncoder
+
+
+def teacher_model_config(student: ModelConfig, teacher: str) -> ModelConfig:
+    """The student's model settings (text length, logit scale) with the teacher's backbone."""
+    return dataclasses.replace(student, backbone=teacher, gguf_file="")
+
+
+def check_teacher(cfg: ExperimentConfig) -> None:
+    """Refuse, before any work, a teacher that cannot load, or whose weights and the
+    student's exceed the memory the config gives each actor (the kind's rules have
+    already refused a teacher for a kind without texts)."""
+    if not cfg.distill.enabled:
+        return
+    teacher = teacher_model_config(cfg.model, cfg.distill.teacher)
+    try:
+        check_backbone(teacher)
+    except Exception as err:  # the loader's error says how to make it loadable
+        raise ConfigError(f"distill.teacher={cfg.distill.teacher!r} cannot be loaded: {err}") from err
+    budget = cfg.ray.memory_per_actor_gb
+    need = {name: weights_gib(model) for name, model in (("teacher", teacher), ("student", cfg.model))}
+    if budget and sum(need.values()) > budget:
+        raise ConfigError(
+            f"distill.teacher={cfg.distill.teacher!r}: each actor holds the teacher's weights ({need['teacher']:.2f} "
+            f"GiB) beside the student's ({need['student']:.2f} GiB), over ray.memory_per_actor_gb={budget}; raise it "
+            "or choose a smaller teacher"
+        )
+
+
+def weights_gib(cfg: ModelConfig) -> float:
+    """The size of a backbone's weight files (GiB): what loading it takes at least."""
+    folder = Path(resolve_backbone(cfg).where)
+    files = [*folder.glob("*.safetensors"), *folder.glob("*.bin"), *folder.glob("*.gguf")]
+    return sum(f.stat().st_size for f in files) / 2**30
+
+
+@dataclass(frozen=True)
+class TeacherOutput:
+    """One task's teacher: its query accuracy (%; NaN without queries, as a served task)
+    and its (N + U, C) logits on the support's and the unlabeled inputs, in that order."""
+
+    accuracy: float
+    logits: torch.Tensor
+
+
+class Teacher:
+    """A frozen encoder + linear probe per task, labelling the task's inputs for a student."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        self.cfg = cfg
+        tokenizer, model = load_backbone(cfg)
+        self.encoder = PromptedEncoder(self.cfg, tokenizer, model)
+
+    def label(self, episode: Episode) -> TeacherOutput:
+        """Fit the probe on the support set; its logits on support and unlabeled inputs."""
+        labels = torch.from_numpy(episode.support_labels)
+        support = self.encoder.encode(episode.support_inputs, None)
+        head = fit_linear_probe(support, labels, episode.n_classes, self.cfg.scale)
+        query = self.encoder.encode(episode.query_inputs, None)
+        correct = (head.logits(query).argmax(-1) == torch.from_numpy(episode.query_labels)).float()
+        accuracy = float(correct.mean() * 100) if len(correct) else float("nan")
+        unlabeled = self.encoder.encode(episode.unlabeled_inputs, None)
+        return TeacherOutput(accuracy, head.logits(torch.cat([support, unlabeled])))
