@@ -8,6 +8,7 @@ any encoder that gives sentence embeddings can teach any student.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,20 +64,38 @@ class TeacherOutput:
 
 
 class Teacher:
-    """A frozen encoder + linear probe per task, labelling the task's inputs for a student."""
+    """A frozen encoder + linear probe per task, labelling the task's inputs for a student.
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    The teacher has no prompt, so a text's embedding never changes: the last `cache_size`
+    texts' embeddings are kept (a served task's refresh, or test tasks drawn from one
+    corpus, re-read the same texts, and the teacher is the costly model)."""
+
+    def __init__(self, cfg: ModelConfig, cache_size: int = 50_000) -> None:
         self.cfg = cfg
         tokenizer, model = load_backbone(cfg)
         self.encoder = PromptedEncoder(self.cfg, tokenizer, model)
+        self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.cache_size = cache_size
+
+    def embed(self, texts) -> torch.Tensor:
+        """(N, D) embeddings, encoding only the texts not in the cache."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        for text, row in zip(missing, self.encoder.encode(missing, None), strict=True):
+            self.cache[text] = row
+        out = torch.stack([self.cache[t] for t in texts]) if len(texts) else torch.zeros(0, self.encoder.hidden_size)
+        for text in texts:
+            self.cache.move_to_end(text)
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return out
 
     def label(self, episode: Episode) -> TeacherOutput:
         """Fit the probe on the support set; its logits on support and unlabeled inputs."""
         labels = torch.from_numpy(episode.support_labels)
-        support = self.encoder.encode(episode.support_inputs, None)
+        support = self.embed(episode.support_inputs)
         head = fit_linear_probe(support, labels, episode.n_classes, self.cfg.scale)
-        query = self.encoder.encode(episode.query_inputs, None)
+        query = self.embed(episode.query_inputs)
         correct = (head.logits(query).argmax(-1) == torch.from_numpy(episode.query_labels)).float()
         accuracy = float(correct.mean() * 100) if len(correct) else float("nan")
-        unlabeled = self.encoder.encode(episode.unlabeled_inputs, None)
+        unlabeled = self.embed(episode.unlabeled_inputs)
         return TeacherOutput(accuracy, head.logits(torch.cat([support, unlabeled])))

@@ -17,7 +17,7 @@ from metaray.kinds import kind_of
 from metaray.models import ModelLoadError, resolve_backbone
 from metaray.models import backbone as backbone_module
 from metaray.models.split_zip import SplitZip, SplitZipError, extract
-from metaray.models.teacher import check_teacher
+from metaray.models.teacher import Teacher, check_teacher
 
 
 def _blobs(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,3 +151,12 @@ def test_the_mpnet_teacher_s_pieces_are_found_in_order_where_installed():
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("all-mpnet-base-v2's packages are not installed (bench/distill installs them)")
     assert [p.name for p in split.pieces()] == [f"all-mpnet-base-v2.zip.{i:03d}" for i in range(1, 6)]
+
+
+def test_the_teacher_s_cache_gives_the_embeddings_the_encoder_gives():
+    teacher = Teacher(ModelConfig(), cache_size=3)
+    texts = ["block my card", "what is my balance", "block my card", "a new pin please", "hello"]
+    fresh = teacher.encoder.encode(texts, None)
+    torch.testing.assert_close(teacher.embed(texts[:3]), fresh[:3])
+    torch.testing.assert_close(teacher.embed(texts), fresh)  # evicts beyond 3 texts, the returned rows stay whole
+    assert list(teacher.cache) == texts[2:] and teacher.embed([]).shape == (0, 384)
