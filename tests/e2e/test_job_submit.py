@@ -29,37 +29,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def head_node(monkeypatch):
+@pytest.fixture(scope="module")
+def head_node():
     """A local 3-node cluster started as on real machines: a head that runs only the job's
     driver (0 CPUs) and two worker nodes of 2 CPUs, each with its own raylet port (to kill it
-    by); yields the dashboard's address and the workers' raylet ports."""
+    by); yields the dashboard's address and the workers' raylet ports. One cluster for the
+    module (starting and stopping one takes about 40 s); the test that kills a worker node
+    runs last."""
     import ray
 
     assert not ray.is_initialized(), "ray stop would end this process's Ray too"
-    # Clusters run with token authentication on; head and client both say so, and share a
-    # token of their own (a fresh machine has no ~/.ray/auth_token).
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    dashboard, gcs, raylets = free_port(), free_port(), [free_port(), free_port()]
-    start = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=0"]
-    start += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"]
-    subprocess.run(start, check=True, capture_output=True, timeout=120)
-    # Each worker node has its own temporary folder, as on its own machine (nodes sharing one
-    # would share, and clean up, each other's unpacked job folders).
-    temps = [tempfile.mkdtemp(prefix="ray-node-") for _ in raylets]  # short: socket paths are limited
-    try:
-        for port, temp in zip(raylets, temps, strict=True):
-            worker = [RAY, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
-            worker += [f"--node-manager-port={port}", f"--temp-dir={temp}", "--disable-usage-stats"]
-            subprocess.run(worker, check=True, capture_output=True, timeout=120)
-        yield f"http://127.0.0.1:{dashboard}", raylets
-    finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
-        for temp in temps:
-            shutil.rmtree(temp, ignore_errors=True)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        # Clusters run with token authentication on; head and client both say so, and share a
+        # token of their own (a fresh machine has no ~/.ray/auth_token).
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        dashboard, gcs, raylets = free_port(), free_port(), [free_port(), free_port()]
+        start = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=0"]
+        start += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"]
+        subprocess.run(start, check=True, capture_output=True, timeout=120)
+        # Each worker node has its own temporary folder, as on its own machine (nodes sharing one
+        # would share, and clean up, each other's unpacked job folders).
+        temps = [tempfile.mkdtemp(prefix="ray-node-") for _ in raylets]  # short: socket paths are limited
+        try:
+            for port, temp in zip(raylets, temps, strict=True):
+                worker = [RAY, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
+                worker += [f"--node-manager-port={port}", f"--temp-dir={temp}", "--disable-usage-stats"]
+                subprocess.run(worker, check=True, capture_output=True, timeout=120)
+            yield f"http://127.0.0.1:{dashboard}", raylets
+        finally:
+            subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+            for temp in temps:
+                shutil.rmtree(temp, ignore_errors=True)
 
 
 def ray_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -105,26 +108,6 @@ def rounds_logged(run: Path) -> list[int]:
     return [json.loads(line)["round"] for line in metrics.read_text().splitlines()] if metrics.is_file() else []
 
 
-def test_a_job_on_three_nodes_spreads_its_actors_and_survives_a_lost_worker_node(head_node, data_dir, tmp_path):
-    address, raylets = head_node
-    run, job = tmp_path / "run", f"metaray-test-{os.getpid()}"
-    rounds = 20
-    # output.dir as a URI: the path a job on a real cluster would give for object storage.
-    args = [f"data.data_dir={data_dir}", f"output.dir=file://{run}", f"meta.rounds={rounds}", "meta.eval_every=0"]
-    report = submit(address, job, *args, "ray.placement=spread", wait=False)
-    # Once the first round is logged, the actors are up on both worker nodes.
-    status = wait_while(address, job, lambda: not rounds_logged(run), 300)
-    assert "RUNNING" in status, report + status + logs_of(address, job)[-6000:]
-    # The second worker node crashes: its raylet is killed, and its processes end with it.
-    subprocess.run(["pkill", "-9", "-f", f"node_manager_port={raylets[1]}"], check=True)
-    lost_at = len(rounds_logged(run))
-    status, logs = wait_while(address, job, lambda: True, 600), logs_of(address, job)
-    assert f"Job '{job}' succeeded" in status, status + logs[-6000:]
-    assert "2 adapter actors on 2 nodes" in logs, logs[-6000:]
-    assert lost_at < rounds and rounds_logged(run) == list(range(1, rounds + 1)), (lost_at, rounds_logged(run))
-    assert (run / "latest").is_file() and (run / (run / "latest").read_text().strip() / "state.safetensors").is_file()
-
-
 def test_a_failing_job_names_the_missing_path(head_node, data_dir, tmp_path):
     address, _ = head_node
     missing, job = tmp_path / "no-such-data", f"metaray-test-{os.getpid()}-bad"
@@ -145,3 +128,23 @@ def test_an_embedded_run_never_joins_a_cluster_left_on_the_machine(head_node):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Connecting to existing Ray cluster" not in out.stderr, out.stderr[-3000:]
     assert float(out.stdout.split()[-1]) == 1.0, "the embedded Ray has the config's CPUs, not the cluster's 4"
+
+
+def test_a_job_on_three_nodes_spreads_its_actors_and_survives_a_lost_worker_node(head_node, data_dir, tmp_path):
+    address, raylets = head_node
+    run, job = tmp_path / "run", f"metaray-test-{os.getpid()}"
+    rounds = 20
+    # output.dir as a URI: the path a job on a real cluster would give for object storage.
+    args = [f"data.data_dir={data_dir}", f"output.dir=file://{run}", f"meta.rounds={rounds}", "meta.eval_every=0"]
+    report = submit(address, job, *args, "ray.placement=spread", wait=False)
+    # Once the first round is logged, the actors are up on both worker nodes.
+    status = wait_while(address, job, lambda: not rounds_logged(run), 300)
+    assert "RUNNING" in status, report + status + logs_of(address, job)[-6000:]
+    # The second worker node crashes: its raylet is killed, and its processes end with it.
+    subprocess.run(["pkill", "-9", "-f", f"node_manager_port={raylets[1]}"], check=True)
+    lost_at = len(rounds_logged(run))
+    status, logs = wait_while(address, job, lambda: True, 600), logs_of(address, job)
+    assert f"Job '{job}' succeeded" in status, status + logs[-6000:]
+    assert "2 adapter actors on 2 nodes" in logs, logs[-6000:]
+    assert lost_at < rounds and rounds_logged(run) == list(range(1, rounds + 1)), (lost_at, rounds_logged(run))
+    assert (run / "latest").is_file() and (run / (run / "latest").read_text().strip() / "state.safetensors").is_file()

@@ -185,11 +185,10 @@ def test_an_image_task_from_dropped_drawings_is_tried_corrected_and_improves(pag
 
 
 def test_without_a_token_the_page_says_so_and_creates_tasks(browser, server, tmp_path):
-    """The same page against the same store served without a token, on a port of its own
-    (a stopped server's proxy may linger a while on its port), then the session's server
-    again, with its token."""
+    """The same page against the same store served without a token, by a second server on
+    a port of its own beside the session's server (stopping and restarting that one would
+    take a minute and a half); the session's server still wants its token."""
     unlocked = server.elsewhere(tmp_path / "serve-no-token.log")
-    server.stop()
     try:
         unlocked.start(token="")
         context = browser.new_context()
@@ -208,5 +207,4 @@ def test_without_a_token_the_page_says_so_and_creates_tasks(browser, server, tmp
     finally:
         if unlocked.proc is not None:
             unlocked.stop()
-        server.start()
-    assert requests.post(f"{server.url}/v1/tasks", json={}, timeout=10).status_code == 401  # the token is back
+    assert requests.post(f"{server.url}/v1/tasks", json={}, timeout=10).status_code == 401  # still its token

@@ -1,7 +1,11 @@
-"""A worker node lost mid-round on a local 3-node cluster (`ray.cluster_utils.Cluster`, in a
-process of its own): its adapter restarts on the surviving node, its task re-runs, the round
-completes, and θ is the fault-free run's bit for bit. The aggregator lives on the driver's
-node, so θ outlives any worker node."""
+"""A local 3-node cluster (`ray.cluster_utils.Cluster`, in a process of its own: a 0-CPU head
+and two worker nodes), built once for two checks:
+
+- tree aggregation on two nodes: the adapters land on different worker nodes, each node gets
+  its own sub-aggregator, and θ equals flat aggregation's bit for bit;
+- a worker node lost mid-round: its adapter restarts on the surviving node, its task re-runs,
+  the round completes, and θ is the fault-free run's bit for bit. The aggregator lives on the
+  driver's node, so θ outlives any worker node."""
 
 import os
 import subprocess
@@ -12,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-NODE_LOSS = """
+THREE_NODES = """
 import sys, threading, time, ray, torch
 from ray.cluster_utils import Cluster
 from metaray.config import load_config
@@ -30,7 +34,7 @@ workers = [cluster.add_node(num_cpus=2) for _ in range(2)]  # room for the lost 
 ray.init(address=cluster.address)
 driver = ray.get_runtime_context().get_node_id()
 base = [f"data.data_dir={sys.argv[1]}", f"output.dir={sys.argv[2]}", "meta.meta_batch_size=4",
-    "meta.eval_every=0", "meta.inner.steps=16", "ray.placement=spread"]
+    "meta.eval_every=0", "meta.inner.steps=4", "ray.placement=spread"]
 
 def run(aggregation, lose_after):
     cfg = load_config("configs/tiny.yaml", [*base, f"meta.aggregation={aggregation}"])
@@ -41,6 +45,7 @@ def run(aggregation, lose_after):
         backbone = ray.get(runner.backbone_ref).nbytes
         before = ray.get([a.node_id.remote() for a in runner.actors])
         assert len(set(before)) == 2 and driver not in before, before  # spread over the worker nodes
+        subs = sorted(runner.subs)  # tree: one sub-aggregator per adapter node
         if lose_after:
             victim = next(w for w in workers if w.node_id == before[1])
             workers.remove(victim)
@@ -55,13 +60,18 @@ def run(aggregation, lose_after):
         moved = {n: b - stored.get(n, 0) for n, b in created_bytes().items() if n in before}
         assert all(backbone <= b < 1.5 * backbone for b in moved.values()), (backbone, moved)
         print("MOVED", backbone, sorted(moved.values()))
-        return runner.meta_prompt(), metrics, before, after
+        return runner.meta_prompt(), metrics, before, after, subs
     finally:
         runner.shutdown()
 
-clean, _, _, _ = run("flat", None)
+clean, clean_metrics, _, _, _ = run("flat", None)
+tree, tree_metrics, before, _, subs = run("tree", None)
+assert subs == sorted(set(before)), (subs, before)
+assert torch.equal(clean, tree) and not torch.equal(clean, torch.zeros_like(clean))
+assert [m["tasks"] for m in clean_metrics] == [m["tasks"] for m in tree_metrics] == [4, 4]
+print("OK two-node tree equals flat", len(set(before)), len(subs), flush=True)
 for aggregation in ("flat", "tree"):  # tree: the lost node's sub-aggregator restarts elsewhere too
-    lost, lost_metrics, before, after = run(aggregation, 1.0)
+    lost, lost_metrics, before, after, _ = run(aggregation, 1.0)
     assert set(after) == {before[0]}, (before, after)  # the lost node's adapter now runs on the survivor
     assert [m["tasks"] for m in lost_metrics] == [4, 4], lost_metrics
     assert torch.equal(clean, lost), aggregation
@@ -72,11 +82,27 @@ cluster.shutdown()
 """
 
 
-def test_a_lost_worker_node_leaves_theta_unchanged(data_dir, tmp_path):
-    """Flat and tree aggregation each lose a worker node in their first round (a fresh node
-    joins between the two)."""
+@pytest.fixture(scope="module")
+def three_nodes(data_dir, tmp_path_factory) -> subprocess.CompletedProcess:
+    """The script above, run once for both tests (each starts a cluster and actors: most of
+    their time)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     root = Path(__file__).resolve().parents[2]
-    run = subprocess.run([sys.executable, "-c", NODE_LOSS, data_dir, str(tmp_path)], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = tmp_path_factory.mktemp("three-nodes")
+    return subprocess.run([sys.executable, "-c", THREE_NODES, data_dir, str(out)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def test_tree_aggregation_on_two_nodes_equals_flat(three_nodes):
+    """(moved here from test_tree_aggregation.py, to share this module's cluster) The two
+    adapters land on different worker nodes, each node gets its own sub-aggregator, and θ
+    after two rounds equals flat aggregation's bit for bit."""
+    run = three_nodes
+    assert "OK two-node tree equals flat 2 2" in run.stdout, run.stdout[-2000:] + run.stderr[-4000:]
+
+
+def test_a_lost_worker_node_leaves_theta_unchanged(three_nodes):
+    """Flat and tree aggregation each lose a worker node in their first round (a fresh node
+    joins between the two)."""
+    run = three_nodes
     assert run.returncode == 0 and "OK tree 2" in run.stdout, run.stdout[-2000:] + run.stderr[-4000:]

@@ -1,5 +1,6 @@
-"""A tiny real sweep: 4 trials on local Ray, ASHA stops one early, best.yaml trains;
-an interrupted sweep resumes."""
+"""A tiny real sweep: 4 trials on local Ray, cut mid-trial and resumed: every trial
+finishes, the cut trial continues from its last round, ASHA stops one early, best.yaml
+trains. One sweep checks all of these (each trial costs a process and an actor start)."""
 
 import csv
 import json
@@ -19,34 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-def test_tiny_sweep_stops_a_trial_early_and_its_best_config_trains(data_dir, tmp_path, ray_local, monkeypatch, capsys):
-    monkeypatch.chdir(ROOT)
-    spec = load_sweep("tune_configs/tiny.yaml", output=str(tmp_path / "sweep"))
-    summary = write_report(run_sweep(spec, (f"data.data_dir={data_dir}",)))
-    assert f"trials: 100%|██████████| {spec.num_samples}/{spec.num_samples}" in capsys.readouterr().err  # the bar
-    assert summary["trials"] == 4
-    rows = list(csv.DictReader((tmp_path / "sweep" / "trials.csv").open()))
-    assert len(rows) == 4 and all(not row["error"] for row in rows), rows
-    rounds = sorted(int(row["rounds"]) for row in rows)
-    assert rounds[-1] == 4 and rounds[0] < 4, f"ASHA stopped no trial early: rounds {rounds}"
-    assert (tmp_path / "sweep" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    best = tmp_path / "sweep" / "best.yaml"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    trained = subprocess.run(
-        [sys.executable, "-m", "metaray.cli", "train", str(best), "--quiet", "meta.rounds=1"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=ROOT,
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    assert json.loads(trained.stdout.strip().splitlines()[-1])["run_dir"] == f"{tmp_path / 'sweep'}/best-run"
-
-
-def test_interrupted_sweep_resumes_where_it_stopped(data_dir, tmp_path):
-    """Kill a sweep (driver and its Ray) mid-trial, resume it: every trial finishes, and
-    the interrupted trial continues from its last round instead of starting over."""
+def test_a_cut_sweep_resumes_where_it_stopped_stops_a_trial_early_and_its_best_config_trains(
+    data_dir, tmp_path, ray_local, monkeypatch, capsys
+):
+    """Kill a sweep (`metaray tune`: driver and its Ray) mid-trial, resume it in this
+    process's Ray: every trial finishes, the interrupted trial continues from its last
+    round instead of starting over, ASHA stops a trial early, and `metaray train` trains
+    the best trial's config."""
     out = tmp_path / "sweep"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cmd = [sys.executable, "-m", "metaray.cli", "tune", "tune_configs/tiny.yaml", f"data.data_dir={data_dir}"]
@@ -62,9 +42,25 @@ def test_interrupted_sweep_resumes_where_it_stopped(data_dir, tmp_path):
         sweep.wait()
     cut = [p.parent for p in out.glob("trials/*/round-000002")]
     assert len(cut) == 1, f"max_concurrent_trials=1, yet {len(cut)} trials ran at once"
-    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    monkeypatch.chdir(ROOT)
+    spec = load_sweep("tune_configs/tiny.yaml", output=str(out))
+    summary = write_report(run_sweep(spec, (f"data.data_dir={data_dir}",), resume=True))
+    assert f"trials: 100%|██████████| {spec.num_samples}/{spec.num_samples}" in capsys.readouterr().err  # the bar
+    assert summary["trials"] == 4
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert len(rows) == 4 and all(not row["error"] for row in rows), rows
     rounds = [json.loads(line)["round"] for line in (cut[0] / "metrics.jsonl").read_text().splitlines()]
     assert rounds == list(range(1, rounds[-1] + 1)), f"the interrupted trial re-ran rounds: {rounds}"
+    rounds = sorted(int(row["rounds"]) for row in rows)
+    assert rounds[-1] == 4 and rounds[0] < 4, f"ASHA stopped no trial early: rounds {rounds}"
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    trained = subprocess.run(
+        [sys.executable, "-m", "metaray.cli", "train", str(out / "best.yaml"), "--quiet", "meta.rounds=1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert json.loads(trained.stdout.strip().splitlines()[-1])["run_dir"] == f"{out}/best-run"
