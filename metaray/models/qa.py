@@ -57,11 +57,11 @@ class PromptedQA:
         return self.lm.loss(prompt, list(episode.query))
 
     def score(
-        self, prompt: torch.Tensor | None, episode: QAEpisode, heads=QA_METRICS, inner=None, seed: int = 0
+        self, prompt: torch.Tensor | None, episode: QAEpisode, heads=QA_METRICS, inner=None, seed: int = 0, lesson=None
     ) -> tuple[dict[str, float], float]:
         """EM and F1 (%) of the greedy answers to the query questions, and 0 seconds of
         support-side work (a QA task needs nothing beyond its inner loop, and fits no head
-        on augmented copies: `inner` and `seed` are unused)."""
+        on augmented copies or a teacher's labels: `inner`, `seed` and `lesson` are unused)."""
         answers = self.lm.generate(prompt, list(episode.query))
         scores = squad_scores(answers, [q.answers for q in episode.query])
         named = {"em": scores["exact_match"], "f1": scores["f1"]}

@@ -143,8 +143,10 @@ def test_unlabeled_texts_distil_a_task_at_creation_and_in_feedback(server, corpu
     expected, plain = head.logits(query).softmax(-1), probe.logits(query).softmax(-1)
     names = episode.label_names
     got = np.array([[p["scores"][n] for n in names] for p in served])
-    np.testing.assert_allclose(got, expected.numpy(), atol=2e-4)
-    assert not np.allclose(got, plain.numpy(), atol=2e-4), "the distilled head is the plain probe here"
+    # the replica encodes in other batches and threads than this process: L-BFGS turns float
+    # noise into ~7e-4 of probability; the plain probe sits ~9e-2 away
+    np.testing.assert_allclose(got, expected.numpy(), atol=5e-3)
+    assert np.abs(got - plain.numpy()).max() > 2e-2, "the distilled head is the plain probe here"
 
     accepted = server.post("/v1/tasks/taught/feedback", {"unlabeled": unlabeled[10:]}, headers=AUTH)
     assert accepted.status_code == 202, accepted.text
