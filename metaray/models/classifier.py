@@ -111,6 +111,13 @@ class PromptedClassifier:
             labels = labels.repeat(1 + inner.views)
         return self.encoder.encode(texts, prompt), labels
 
+    def soft_targets(self, prompt, episode: Episode, support: torch.Tensor, lesson: Lesson):
+        """The `lesson`'s soft-label term for the support's embeddings (the first rows of
+        `support`, the fit set) and the unlabeled inputs' under `prompt`: the distilled
+        head's, in evaluation and in serving alike."""
+        unlabeled = self.encoder.encode(episode.unlabeled_inputs, prompt)
+        return lesson.soft_targets(torch.cat([support[: len(episode.support_inputs)], unlabeled]))
+
     def score(
         self,
         prompt: torch.Tensor | None,
@@ -133,8 +140,7 @@ class PromptedClassifier:
         if "probe" in heads:
             fitted["probe"] = fit_linear_probe(support, s_labels, n, self.scale).logits
         if DISTILLED in heads:
-            unlabeled = self.encoder.encode(episode.unlabeled_inputs, prompt)
-            soft = lesson.soft_targets(torch.cat([support[: len(episode.support_inputs)], unlabeled]))
+            soft = self.soft_targets(prompt, episode, support, lesson)
             fitted[DISTILLED] = fit_linear_probe(support, s_labels, n, self.scale, soft=soft).logits
         support_seconds = time.perf_counter() - start
         query = self.encoder.encode(episode.query_inputs, prompt)

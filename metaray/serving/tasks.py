@@ -159,10 +159,8 @@ class TaskClassifier:
             return None
         if self.teacher is None:
             raise ValueError("unlabeled texts need a distillation teacher: serve with distill.teacher set")
-        taught = self.teacher.label(episode)
-        unlabeled = self.classifier.encoder.encode(episode.unlabeled_inputs, phi)
-        student = torch.cat([support[: len(episode.support_inputs)], unlabeled])
-        return Lesson(self.distill, taught.logits).soft_targets(student)
+        lesson = Lesson(self.distill, self.teacher.label(episode).logits)
+        return self.classifier.soft_targets(phi, episode, support, lesson)
 
     def classify(self, requests: list[ClassifyRequest]) -> list[list[dict]]:
         """Per request, per text: the label and the score of every label (softmax over the
