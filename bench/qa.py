@@ -2,9 +2,11 @@
 
     python bench/qa.py                   # the whole protocol (~32 min on 2 cores)
     python bench/qa.py --skip-train      # evaluation only, reusing runs/qa-* checkpoints
+    python bench/qa.py --config configs/squad.yaml --out squad.json   # meta-train on SQuAD's articles
 
 1. meta-train a prompt on the meta-train articles with multitask, Reptile and
-   first-order MAML (configs/qa.yaml; each algorithm its own run, runs/qa-NAME);
+   first-order MAML (configs/qa.yaml, or `--config`; each algorithm its own run,
+   runs/STEM-NAME, STEM the config file's name);
 2. choose each adapted method's learning rate (`--lr-grid`) by its F1 after the budget
    on the 6 meta-val articles: one rate for all would be tuned for some init and against
    the others (a step that suits a random init overshoots near a good one);
@@ -43,12 +45,13 @@ LR_GRID = [0.01, 0.03, 0.1]  # each adapted method's eval.inner.lr is chosen fro
 
 def val_overrides(cfg, methods: list[str]) -> list[str]:
     """The evaluation on the meta-val articles (one episode each, all their other questions
-    as queries, as on test), after the full budget only."""
+    as queries, as on test), after the full budget only, at the fewest shots."""
     n_articles = len(DataRegistry.from_config(cfg.data).load(cfg.data.meta_val))
     return [
         f"eval.target={cfg.data.meta_val}",
         f"eval.episodes={n_articles}",
         f"eval.steps=[{max(cfg.eval.steps)}]",
+        f"eval.shots=[{min(cfg.eval.shots)}]",
         f"eval.methods=[{','.join(methods)}]",
     ]
 
@@ -59,7 +62,7 @@ def targets(methods: dict, steps: str) -> dict:
     def f1(method: str, at: str = steps) -> float:
         return methods[method]["heads"]["f1"][at]["mean"]
 
-    best = max(META_LEARNED, key=f1)
+    best = max((m for m in META_LEARNED if m in methods), key=f1)
     over_instruction, over_random = f1(best) - f1("instruction", "0"), f1(best) - f1("random")
     return {
         "best_meta_learned": best,
@@ -72,39 +75,42 @@ def targets(methods: dict, steps: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the QA config (default configs/qa.yaml)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--lr-grid", type=float, nargs="+", default=LR_GRID, help="eval.inner.lr values")
     parser.add_argument("--out", default="qa.json", help="file name under bench/results/")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
     args = parser.parse_args()
     command = "python " + shlex.join(sys.argv)
+    config, prefix = args.config.resolve(), args.config.stem
     path = ROOT / "bench" / "results" / args.out
     previous = json.loads(path.read_text()) if path.is_file() else {}
     out: dict = {"training": previous.get("training", {}) if args.skip_train else {}}
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     if not args.skip_train:
-        out["training"] = train_each(CONFIG, ALGORITHMS, "qa", args.overrides)
-    overrides = [checkpoints_override("qa", ALGORITHMS), *args.overrides]
-    cfg = load_config(CONFIG, overrides)
+        out["training"] = train_each(config, ALGORITHMS, prefix, args.overrides)
+    methods = ["instruction", "random", "text", *ALGORITHMS]
+    overrides = [checkpoints_override(prefix, ALGORITHMS), f"eval.methods=[{','.join(methods)}]", *args.overrides]
+    cfg = load_config(config, overrides)
     adapted = [m for m in cfg.eval.methods if m not in NO_PROMPT]
     runner = make_runner(cfg)  # one set of actors (one model load) for every evaluation below
     try:
         start = time.perf_counter()
-        scores = select_inner_lr(CONFIG, [*overrides, *val_overrides(cfg, adapted)], args.lr_grid, "f1", runner)
+        scores = select_inner_lr(config, [*overrides, *val_overrides(cfg, adapted)], args.lr_grid, "f1", runner)
         lrs = {m: max(args.lr_grid, key=scores[m].get) for m in adapted}  # ties: the smaller rate
         out["selection"] = {"grid": args.lr_grid, "meta_val_f1": scores, "inner_lr": lrs}
         out["selection"]["seconds"] = time.perf_counter() - start
         print(f"[select] each method's eval.inner.lr: {lrs}", flush=True)
         start = time.perf_counter()
         fixed = [m for m in cfg.eval.methods if m in NO_PROMPT]
-        result = evaluate_each_at(CONFIG, overrides, lrs, fixed, runner)
+        result = evaluate_each_at(config, overrides, lrs, fixed, runner)
         out["evaluation"] = {**result, "seconds": time.perf_counter() - start}
     finally:
         runner.shutdown()
-    (setting,) = result["settings"]
-    if {"instruction", "random", *META_LEARNED} <= set(cfg.eval.methods):
-        out["targets"] = targets(result["settings"][setting], str(max(cfg.eval.steps)))
-    print(f"\n## {setting}\n{format_table(result)}\n\ntargets: {out.get('targets')}", flush=True)
+    if {"instruction", "random"} <= set(cfg.eval.methods) and set(META_LEARNED) & set(cfg.eval.methods):
+        steps = str(max(cfg.eval.steps))
+        out["targets"] = {name: targets(rows, steps) for name, rows in result["settings"].items()}
+    print(f"\n{format_table(result)}\n\ntargets: {out.get('targets')}", flush=True)
     write_result(out, path, command)
 
 
