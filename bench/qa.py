@@ -77,20 +77,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, default=CONFIG, help="the QA config (default configs/qa.yaml)")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--algorithms", nargs="+", choices=list(ALGORITHMS), default=list(ALGORITHMS))
     parser.add_argument("--lr-grid", type=float, nargs="+", default=LR_GRID, help="eval.inner.lr values")
     parser.add_argument("--out", default="qa.json", help="file name under bench/results/")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
     args = parser.parse_args()
     command = "python " + shlex.join(sys.argv)
     config, prefix = args.config.resolve(), args.config.stem
+    chosen = {name: ALGORITHMS[name] for name in args.algorithms}
     path = ROOT / "bench" / "results" / args.out
     previous = json.loads(path.read_text()) if path.is_file() else {}
     out: dict = {"training": previous.get("training", {}) if args.skip_train else {}}
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     if not args.skip_train:
-        out["training"] = train_each(config, ALGORITHMS, prefix, args.overrides)
-    methods = ["instruction", "random", "text", *ALGORITHMS]
-    overrides = [checkpoints_override(prefix, ALGORITHMS), f"eval.methods=[{','.join(methods)}]", *args.overrides]
+        out["training"] = train_each(config, chosen, prefix, args.overrides)
+    methods = ["instruction", "random", "text", *chosen]
+    overrides = [checkpoints_override(prefix, chosen), f"eval.methods=[{','.join(methods)}]", *args.overrides]
     cfg = load_config(config, overrides)
     adapted = [m for m in cfg.eval.methods if m not in NO_PROMPT]
     runner = make_runner(cfg)  # one set of actors (one model load) for every evaluation below
