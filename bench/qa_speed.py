@@ -7,7 +7,8 @@ the first meta-val article (4 support questions, all its others as queries), the
 prompt's text init. For fp32 and bf16: the seconds of one support step (the answer loss
 on 2 questions, forward and backward into the prompt; median of 3) and of the greedy
 answers to every query in one batch (median of 3; each distinct context read once), and
-how many of those answers differ from fp32's. Writes bench/results/qa_speed.json.
+how many of those answers differ from fp32's. Writes bench/results/qa_speed.json on a CPU
+with bfloat16 instructions (AVX512-BF16, AMX), qa_speed-no-native-bf16.json on one without.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from metaray.data import DataRegistry
 from metaray.data.squad import qa_episode
 from metaray.eval import write_result
 from metaray.kinds import QA
+from metaray.models import native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "qa.yaml"
@@ -63,7 +65,10 @@ def main() -> None:
         row["answers_unlike_fp32"] = sum(a != b for a, b in zip(answers[dtype], answers["fp32"], strict=True))
         out["dtypes"][dtype] = row
         print(f"[qa_speed] {dtype}: {row}", flush=True)
-    write_result(out, ROOT / "bench" / "results" / "qa_speed.json", "python " + shlex.join(sys.argv))
+    native = native_bf16(torch.device("cpu"))
+    out["native_bf16"] = native  # what model.compute_dtype=auto takes here: bf16 if so, else fp32
+    name = "qa_speed.json" if native else "qa_speed-no-native-bf16.json"  # a CPU of each kind keeps its file
+    write_result(out, ROOT / "bench" / "results" / name, "python " + shlex.join(sys.argv))
 
 
 if __name__ == "__main__":

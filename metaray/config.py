@@ -61,6 +61,7 @@ class ConfigError(MetarayError, ValueError):
 PROMPT_POSITIONS = ("after_special", "first")
 PROMPT_REGIONS = ("frame", "image")  # a visual prompt on the frame around the drawing, or on the whole image
 DTYPES = ("fp32", "bf16")  # model.compute_dtype, sharded.dtype
+COMPUTE_DTYPES = ("auto", *DTYPES)  # model.compute_dtype: auto is bf16 where the hardware has it, else fp32
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ class ModelConfig:
     max_answer_tokens: int = 16  # generation limit (answers also stop at the end token or a new line)
     instruction: str = "Answer the question with a short phrase copied from the context."  # the no-prompt baseline
     # bf16: the LM's forward passes under torch.autocast to bfloat16 (weights, prompt and its
-    # gradient stay fp32); faster on CPUs with AVX512-BF16 or AMX and on GPUs, slower elsewhere
+    # gradient stay fp32); faster on CPUs with AVX512-BF16 or AMX and on GPUs with bf16, many
+    # times slower on CPUs without (emulated). auto: bf16 where the process running the model
+    # has it natively, else fp32 (decided there: an actor's machine, not the driver's)
     compute_dtype: str = "fp32"
     # images (kind: image): the drawing, resized, inside a frame of prompt.length learnable pixels
     image_size: int = 84  # the backbone's input side, frame included
@@ -91,8 +94,8 @@ class ModelConfig:
         _check(self.max_context_tokens >= 8, f"model.max_context_tokens must be >= 8, got {self.max_context_tokens}")
         _check(self.max_answer_tokens >= 1, f"model.max_answer_tokens must be >= 1, got {self.max_answer_tokens}")
         _check(
-            self.compute_dtype in DTYPES,
-            f"model.compute_dtype must be one of {DTYPES}, got {self.compute_dtype!r}",
+            self.compute_dtype in COMPUTE_DTYPES,
+            f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}",
         )
 
 
@@ -337,7 +340,7 @@ class ExperimentConfig:
         )
         _check(not self.ray.local, "sharded.enabled and ray.local are two different modes; set one")
         _check(
-            self.model.compute_dtype == "fp32",
+            self.model.compute_dtype != "bf16",
             "sharded mode computes in sharded.dtype (DeepSpeed's); set sharded.dtype=bf16, not model.compute_dtype",
         )
         _check(

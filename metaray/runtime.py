@@ -71,18 +71,20 @@ def check_reachable(address: str, timeout_s: float) -> None:
         ) from err
 
 
-def connect(cfg: RayConfig, embedded_cpus: int | None = None, dashboard: bool = False) -> None:
+def connect(cfg: RayConfig, embedded_cpus: int | None = None, dashboard: bool = False) -> bool:
     """Join `ray.address` / $RAY_ADDRESS, or start a new embedded local Ray with `ray.num_cpus`,
     else `embedded_cpus`, else the CPUs the config's actors need (with its dashboard, and
-    so the State API, where `dashboard`)."""
+    so the State API, where `dashboard`). True where this call joined a running cluster,
+    which outlives this process; False where it started Ray (or Ray was already up)."""
     if ray.is_initialized():
-        return
+        return False
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
     if address:
         check_reachable(address, cfg.connect_timeout_s)
         ray.init(address=address, log_to_driver=True)
-        return
+        return True
     num_cpus = cfg.num_cpus or embedded_cpus or math.ceil(cfg.num_actors * cfg.cpus_per_actor)
     # "local": a new embedded Ray even where `ray start` left a cluster on this machine
     # (a bare `ray.init()` would join it, and refuse num_cpus).
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True)
+    return False

@@ -104,7 +104,7 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
         check_budget(kind, rules, section, inner)
     require(
         rules.bf16 or cfg.model.compute_dtype == "fp32",
-        f"model.compute_dtype: bf16 is for the causal LM (kind=qa); unset it for kind={kind}",
+        f"model.compute_dtype: {cfg.model.compute_dtype} is for the causal LM (kind=qa); unset it for kind={kind}",
     )
     require(
         rules.full_protocol or cfg.eval.protocol == "episodes",

@@ -43,7 +43,7 @@ class QAKind(KindBase):
             max_answer_tokens=m.max_answer_tokens,
             instruction=m.instruction,
             lockstep=lockstep,
-            compute_dtype=m.compute_dtype,
+            compute_dtype="fp32" if lockstep else m.compute_dtype,  # partitioned: sharded.dtype decides
             depth=cfg.prompt.depth,
             backbone=m.backbone,
         )

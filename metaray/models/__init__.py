@@ -10,7 +10,7 @@ from metaray.models.backbone import (
     load_causal_lm,
     resolve_backbone,
 )
-from metaray.models.causal_lm import ContextTooLong, PromptedCausalLM
+from metaray.models.causal_lm import ContextTooLong, PromptedCausalLM, native_bf16
 from metaray.models.classifier import HEADS, PromptedClassifier
 from metaray.models.encoder import PromptedEncoder
 from metaray.models.qa import QA_METRICS, PromptedQA
@@ -21,6 +21,7 @@ __all__ = [
     "PromptedQA",
     "ContextTooLong",
     "PromptedCausalLM",
+    "native_bf16",
     "ModelLoadError",
     "PromptedClassifier",
     "PromptedEncoder",

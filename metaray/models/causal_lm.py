@@ -28,6 +28,19 @@ QUESTION = "\nQuestion: {question}\nAnswer:"  # CONTEXT + QUESTION: the whole in
 CONTEXT_MODES = ("answer", "head", "refuse")
 
 
+def native_bf16(device: torch.device, capabilities=None) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX-BF16 (`capabilities`: torch.cpu.get_capabilities()'s mapping,
+    this CPU's by default). Elsewhere autocast emulates bf16: 19x slower per support step
+    than fp32 on an AVX2 CPU (bench/qa_speed.py)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    caps = torch.cpu.get_capabilities() if capabilities is None else capabilities
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
 class ContextTooLong(ValueError):
     """A context over the token limit where truncation is not allowed (serving)."""
 
@@ -51,15 +64,18 @@ class PromptedCausalLM:
         """`lockstep`: always decode `max_answer_tokens` steps, never stopping early, so
         that every rank of a partitioned (ZeRO-3) model runs the same forward passes.
         `compute_dtype` "bf16": every forward pass under torch.autocast to bfloat16 (the
-        weights, the prompt and its gradient stay float32). `depth`: the prompt's (`backbone`
+        weights, the prompt and its gradient stay float32); "auto": bf16 where this
+        process's device has it natively (`native_bf16`), else fp32. `depth`: the prompt's (`backbone`
         names the model where a depth is refused)."""
         self.tokenizer, self.model, self.lockstep = tokenizer, model, lockstep
         self.depth, self.layers = depth, prompted_layers(model, backbone, depth)
         self._hooks = hooks_lock(bool(self.layers))
-        self.compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[compute_dtype]
         self.max_context_tokens, self.max_answer_tokens = max_context_tokens, max_answer_tokens
         self.embedding = model.get_input_embeddings()
         self.device = self.embedding.weight.device
+        if compute_dtype == "auto":
+            compute_dtype = "bf16" if native_bf16(self.device) else "fp32"
+        self.compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[compute_dtype]
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
         self.eos_id = eos if isinstance(eos, int) else eos[0]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id

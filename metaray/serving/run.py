@@ -61,13 +61,14 @@ def with_token(deployments: list[dict] | None, token_env: str) -> list[dict]:
 
 
 def serve_forever(config: dict, host: str | None, port: int | None) -> None:
-    """Run until SIGINT/SIGTERM; then shut Serve down (tasks stay in the store)."""
+    """Run until SIGINT/SIGTERM; then take the app off a joined cluster, or end with the
+    embedded Ray (tasks stay in the store)."""
     from ray import serve
 
     from metaray.config import RayConfig
     from metaray.runtime import connect
 
-    connect(RayConfig(), embedded_cpus=os.cpu_count())  # $RAY_ADDRESS, else an embedded Ray on every core
+    joined = connect(RayConfig(), embedded_cpus=os.cpu_count())  # $RAY_ADDRESS, else an embedded Ray on every core
     http = {"host": host or config["http"].get("host", "127.0.0.1"), "port": port or config["http"].get("port", 8000)}
     token_env = settings_from(config["args"]).token_env
     if http["host"] not in LOOPBACK and not os.environ.get(token_env):
@@ -89,7 +90,11 @@ def serve_forever(config: dict, host: str | None, port: int | None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    serve.shutdown()
+    if joined:  # the cluster outlives this process: take the app and Serve's actors off it
+        serve.shutdown()
+    # An embedded Ray, Serve included, ends with this process. (A Ctrl-C or a supervisor's
+    # SIGTERM to the process group has reached Ray's own processes already, and
+    # serve.shutdown() would wait 30 s for a controller that cannot answer.)
 
 
 def export_task(config: dict, task_id: str, out: str) -> Path:

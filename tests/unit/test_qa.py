@@ -20,6 +20,7 @@ from metaray.models import (
     PromptedCausalLM,
     PromptedQA,
     load_causal_lm,
+    native_bf16,
     resolve_backbone,
 )
 
@@ -141,6 +142,23 @@ def test_batched_generation_equals_one_at_a_time(tiny_lm, prompted):
     items = [item("short one here", "one"), *(item(longer, "longer", q) for q in questions)]
     batched = tiny_lm.generate(prompt, items)
     assert batched == [tiny_lm.generate(prompt, [it])[0] for it in items]
+
+
+def test_auto_compute_is_bf16_only_where_the_hardware_has_it(tiny_lm):
+    """bf16 emulated on a CPU without it is many times slower than fp32: `auto` takes
+    bf16 only with AVX512-BF16 or AMX-BF16 (or a CUDA GPU that has it)."""
+    cpu = torch.device("cpu")
+    avx2 = {"avx2": True, "avx512_f": False, "avx512_bf16": False, "amx_bf16": False}
+    assert not native_bf16(cpu, avx2)
+    assert native_bf16(cpu, {**avx2, "avx512_f": True, "avx512_bf16": True})
+    assert native_bf16(cpu, {**avx2, "amx_bf16": True})
+    assert not native_bf16(torch.device("meta"))
+    here = torch.cpu.get_capabilities()
+    expected = torch.bfloat16 if here.get("avx512_bf16") or here.get("amx_bf16") else torch.float32
+    lm = PromptedCausalLM(tiny_lm.tokenizer, tiny_lm.model, max_context_tokens=24, compute_dtype="auto")
+    assert lm.compute_dtype == expected
+    assert load_config("configs/qa.yaml").model.compute_dtype == "auto"  # the shipped QA configs
+    assert load_config("configs/squad.yaml").model.compute_dtype == "auto"
 
 
 def test_bf16_compute_keeps_the_weights_the_prompt_and_its_gradient_fp32(tiny_lm):
