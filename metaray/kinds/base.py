@@ -44,7 +44,7 @@ def check_budget(kind: str, rules: KindRules, section: str, inner: InnerConfig) 
     edits = inner.augment.enabled
     require(
         rules.edits or not edits,
-        f"{section}.augment: text edits are for kind=classify; unset them for kind={kind}",
+        f"{section}.augment: text edits are for the text kinds (classify, qa); unset them for kind={kind}",
     )
     require(
         not edits or inner.views,
@@ -59,7 +59,7 @@ def check_budget(kind: str, rules: KindRules, section: str, inner: InnerConfig) 
         )
     require(
         rules.views or rules.edits or not inner.views,
-        f"{section}.views: augmented views are for images (kind=image) and text (kind=classify); "
+        f"{section}.views: augmented views are for images (kind=image) and text (kind=classify, qa); "
         f"set it to 0 for kind={kind}",
     )
     require(

@@ -7,6 +7,8 @@ Tune run question answering through the interfaces they use for classification.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -14,11 +16,20 @@ from metaray.config import PromptConfig
 from metaray.core import InnerConfig
 from metaray.core.adapt import LossFn
 from metaray.core.answers import squad_scores
+from metaray.core.augment import TextEdits, edited_copies
 from metaray.core.prompt import initial_prompt
-from metaray.data.squad import QAEpisode
+from metaray.data.squad import QAEpisode, QAItem
 from metaray.models.causal_lm import PromptedCausalLM
 
 QA_METRICS = ("em", "f1")
+
+
+def question_copies(items: list[QAItem], views: int, edits: TextEdits, rng) -> list[QAItem]:
+    """`views` copies of every item whose question has `edits` (copy v of item i at
+    v·len(items) + i); the context, the answers and `answer_start` are the item's own, so
+    the answer span stays valid."""
+    questions = edited_copies([item.question for item in items], views, edits, rng)
+    return [replace(item, question=q) for q, item in zip(questions, items * views, strict=True)]
 
 
 class PromptedQA:
@@ -39,14 +50,19 @@ class PromptedQA:
 
     def support_loss_fn(self, episode: QAEpisode, inner: InnerConfig, seed: int) -> LossFn:
         """Answer cross-entropy on at most `inner.batch_shots` support questions (0: all),
-        drawn afresh at each step from (seed, step)."""
+        drawn afresh at each step from (seed, step), and on `inner.views` copies of each
+        whose question has the text edits of `inner.augment` (`question_copies`)."""
         support = episode.support
 
         def loss(params: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+            rng = np.random.default_rng([seed, step])
             rows = np.arange(len(support))
             if inner.batch_shots and len(support) > inner.batch_shots:
-                rows = np.sort(np.random.default_rng([seed, step]).choice(rows, inner.batch_shots, replace=False))
-            return self.lm.loss(params["prompt"], [support[i] for i in rows])
+                rows = np.sort(rng.choice(rows, inner.batch_shots, replace=False))
+            items = [support[i] for i in rows]
+            if inner.views:
+                items += question_copies(items, inner.views, inner.augment, rng)
+            return self.lm.loss(params["prompt"], items)
 
         return loss
 

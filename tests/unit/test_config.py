@@ -125,13 +125,19 @@ def test_sharded_meta_batch_must_divide_among_workers():
         (["eval.inner.augment.word_swaps=9"], "word_swaps must be in \\[0, 8\\], got 9"),
         (["eval.inner.augment.synonyms=0.1"], "unknown key eval.inner.augment.synonyms"),
         (
-            ["kind=qa", "eval.protocol=episodes", "eval.methods=[random]", "meta.inner.views=2"]
+            [
+                "kind=image",
+                "prompt.init=random",
+                "eval.protocol=episodes",
+                "eval.methods=[random]",
+                "meta.inner.views=2",
+            ]
             + ["meta.inner.augment.span_deletion=0.3"],
-            "meta.inner.augment: text edits are for kind=classify; unset them for kind=qa",
+            "meta.inner.augment: text edits are for the text kinds .classify, qa.; unset them for kind=image",
         ),
         (
             ["kind=qa", "eval.protocol=episodes", "eval.methods=[random]", "meta.inner.views=2"],
-            "meta.inner.views: augmented views are for images .kind=image. and text",
+            "meta.inner.views=2: kind=qa makes its copies with text edits",
         ),
         (["prompt.region=image"], "prompt.region is for visual prompts"),
         (["prompt.region=all"], "prompt.region must be one of"),

@@ -3,7 +3,9 @@ and the prompted causal LM on a tiny randomly initialised model built from a con
 
 import copy
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from metaray.config import ConfigError, ModelConfig, PromptConfig, load_config
 from metaray.core import InnerConfig
 from metaray.core.answers import exact_match, f1_score, normalise_answer, squad_scores
+from metaray.core.augment import TextEdits
 from metaray.data import DataError, DataRegistry, QAEpisode, TaskSpec, sample_qa_episode
 from metaray.data.squad import QAItem, load_squad, qa_episode, split_articles
 from metaray.models import (
@@ -23,6 +26,7 @@ from metaray.models import (
     native_bf16,
     resolve_backbone,
 )
+from metaray.models.qa import question_copies
 
 
 @pytest.mark.parametrize(
@@ -264,3 +268,31 @@ def test_a_deep_prompt_starts_as_the_shallow_one_and_every_layers_part_learns(ti
     assert float(tiny_lm.loss(None, qa)) == pytest.approx(float(deep.loss(None, qa)))  # no prompt, no hooks
     with pytest.raises(ConfigError, match=r"prompt.depth=3: model.backbone 'tiny' has 2 layers.*\[1, 2\]"):
         PromptedCausalLM(tiny_lm.tokenizer, tiny_lm.model, depth=3, backbone="tiny")
+
+
+def test_question_copies_are_seeded_keep_the_answer_span_and_enter_the_support_loss(tiny_lm):
+    """QA's augmentation edits the questions only: the context, answers and answer_start
+    are the item's own (the span stays valid), the copies are a function of the seed, and
+    the support loss with `inner.views` reads them beside the originals."""
+    support = [
+        item("the capital of france is paris .", "paris", "which city is the capital of france ?"),
+        item("water boils at one hundred degrees .", "one hundred", "at what temperature does water boil ?"),
+    ]
+    edits = TextEdits(token_dropout=0.3, word_swaps=1)
+    copies = question_copies(support, 3, edits, np.random.default_rng(7))
+    assert copies == question_copies(support, 3, edits, np.random.default_rng(7))
+    assert copies != question_copies(support, 3, edits, np.random.default_rng(8))
+    assert len(copies) == 6 and any(c.question != support[i % 2].question for i, c in enumerate(copies))
+    for i, edited in enumerate(copies):
+        original = support[i % 2]  # copy v of item i at v·2 + i
+        assert edited == replace(original, question=edited.question)  # context, answers, answer_start kept
+        assert edited.context[edited.answer_start :].startswith(edited.answers[0])
+        assert set(edited.question.split()) <= set(original.question.split())
+    qa, prompt = PromptedQA(tiny_lm), torch.randn(3, 32) * 0.1
+    episode = QAEpisode("t", tuple(support), ())
+    plain = qa.support_loss_fn(episode, InnerConfig(batch_shots=0), seed=5)({"prompt": prompt}, 0)
+    assert plain.item() == pytest.approx(tiny_lm.loss(prompt, support).item())
+    augmented = InnerConfig(batch_shots=0, views=2, augment=edits)
+    rng = np.random.default_rng([5, 0])  # the loss's generator at (seed, step)
+    expected = tiny_lm.loss(prompt, support + question_copies(support, 2, edits, rng)).item()
+    assert qa.support_loss_fn(episode, augmented, seed=5)({"prompt": prompt}, 0).item() == pytest.approx(expected)
