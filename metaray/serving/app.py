@@ -31,6 +31,7 @@ from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named
 from metaray.kinds.base import check_budget
 from metaray.runtime import process_memory
 from metaray.serving.api import api
+from metaray.serving.checks import taught
 from metaray.serving.store import TaskNotFound, TaskStore
 from metaray.serving.tasks import (
     SERVED_HEADS,
@@ -133,7 +134,7 @@ class Classifier:
 
     def __init__(self, settings: ServeSettings, kind: str = CLASSIFY.name) -> None:
         checkpoint = getattr(settings, kind_named(kind).checkpoint_setting)
-        distill = settings.distill if kind_named(kind).rules.distill else None  # a teacher reads texts
+        distill = settings.distill if taught(kind) else None  # the served teacher reads texts
         self.model = TaskClassifier(checkpoint, settings.budget(kind), settings.threads, kind, settings.head, distill)
         self.load_task = task_loader(
             TaskStore(settings.store),

@@ -15,9 +15,9 @@ import uuid
 import ray
 from ray import serve
 
-from metaray.kinds import KINDS, QA, kind_named
+from metaray.kinds import KINDS, QA
 from metaray.models import ContextTooLong
-from metaray.serving.checks import INPUT, check_examples, check_inputs, check_texts
+from metaray.serving.checks import INPUT, check_examples, check_inputs, check_texts, taught
 from metaray.serving.errors import Broken, Conflict, NotFound, NotServed, StoreFull, TooLarge, Unprocessable, too_large
 from metaray.serving.images import FORMATS as IMAGE_FORMATS
 from metaray.serving.schemas import (
@@ -380,11 +380,13 @@ class TaskService:
         return await self._model(kind).adapt.remote(inputs, labels, steps)
 
     def _check_unlabeled(self, kind: str, texts: list[str], held: int) -> None:
-        """Unlabeled texts: for a text task (`kind`'s rules), on a server with a teacher,
-        within `max_unlabeled` with the `held` ones the task has, each within `max_text_chars`."""
+        """Unlabeled texts: for a text classification task (a kind whose rules take a teacher,
+        and whose inputs are texts: serving's teacher reads texts), on a server with a
+        teacher, within `max_unlabeled` with the `held` ones the task has, each within
+        `max_text_chars`."""
         if not texts:
             return
-        if not kind_named(kind).rules.distill:
+        if not taught(kind):
             msg = f"unlabeled texts are for text classification tasks, and this is a {kind} task"
             raise Unprocessable(["unlabeled"], msg)
         if not self.settings.distill.enabled:

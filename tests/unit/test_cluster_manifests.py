@@ -89,11 +89,11 @@ def test_the_local_serve_config_binds_to_loopback():
         ({"qa_checkpoint": "runs/qa", "long_context": "cut"}, "long_context must be one of"),
         ({"checkpoint": "runs/demo", "qa_adapt": {"stepz": 2}}, "unknown key qa_adapt.stepz"),
         ({"checkpoint": "runs/demo", "adapt": {"views": 2}}, "adapt.views=2: kind=classify makes its copies with text"),
-        ({"checkpoint": "runs/demo", "qa_adapt": {"views": 2}}, "qa_adapt.views: augmented views are for images"),
+        ({"checkpoint": "runs/demo", "qa_adapt": {"views": 2}}, "qa_adapt.views=2: kind=qa makes its copies with text"),
         ({"checkpoint": "runs/demo", "qa_adapt": {"loss": "ridge"}}, "qa_adapt.loss=ridge .* kind=qa has none"),
         (
             {"checkpoint": "runs/demo", "image_adapt": {"augment": {"word_swaps": 1}}},
-            "image_adapt.augment: text edits are for kind=classify; unset them for kind=image",
+            "image_adapt.augment: text edits are for the text kinds .classify, qa.; unset them for kind=image",
         ),
     ],
 )
