@@ -2,7 +2,7 @@
 
     python bench/augment.py                      # every edit, both methods (~30 min, 2 cores)
     python bench/augment.py --edits none dropout --checkpoint runs/hm-r2d2-noconsistency
-    python bench/augment.py --kind qa eval.inner.lr=0.03   # QA: bench/qa's SQuAD Reptile θ
+    python bench/augment.py eval.inner.lr=0.03 --kind qa   # QA: bench/qa's SQuAD Reptile θ
 
 BANKING77's full protocol (77-way, 3 support draws from the train file, 10 test queries
 per class), each edit (`eval.inner.augment`, 2 edited copies per support example:
@@ -36,7 +36,7 @@ import ray
 from headmatched import CONFIG
 
 from metaray.config import load_config
-from metaray.distributed import RayRunner
+from metaray.distributed import make_runner
 from metaray.eval import evaluate, format_table, paired_difference, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,9 +71,11 @@ def main() -> None:
     out: dict = json.loads(path.read_text()) if path.is_file() else {}
     out.update(kind=args.kind, views=args.views, checkpoint=checkpoint, edits={n: EDITS[n] for n in args.edits})
     out.setdefault("results", {})
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    base = load_config(config, [*setting, *methods, *args.overrides])
+    if not base.ray.local:  # ray.local=true: in this process, no Ray
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
     methods = f"eval.methods=[{methods}]", f"eval.checkpoints={{{learned}: {checkpoint}}}"
-    runner = RayRunner(load_config(config, [*setting, *methods, *args.overrides]))
+    runner = make_runner(base)
     try:
         for name in args.edits:
             copies = [f"eval.inner.views={args.views}"] if EDITS[name] else []
