@@ -71,10 +71,10 @@ def main() -> None:
     out: dict = json.loads(path.read_text()) if path.is_file() else {}
     out.update(kind=args.kind, views=args.views, checkpoint=checkpoint, edits={n: EDITS[n] for n in args.edits})
     out.setdefault("results", {})
+    methods = f"eval.methods=[{methods}]", f"eval.checkpoints={{{learned}: {checkpoint}}}"
     base = load_config(config, [*setting, *methods, *args.overrides])
     if not base.ray.local:  # ray.local=true: in this process, no Ray
         ray.init(address="local", num_cpus=2, include_dashboard=False)
-    methods = f"eval.methods=[{methods}]", f"eval.checkpoints={{{learned}: {checkpoint}}}"
     runner = make_runner(base)
     try:
         for name in args.edits:
