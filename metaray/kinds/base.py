@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from metaray.config import ConfigError, EvalConfig, ExperimentConfig, MetaConfig, ModelConfig
 from metaray.core import InnerConfig
 from metaray.data import DataRegistry, Episode, TaskSpec, check_feasible, eligible_classes, sample_episode
-from metaray.models.teacher import Teacher, check_teacher, teacher_model_config, weights_gib
+from metaray.models.backbone import weights_gib
+from metaray.models.teacher import Teacher, check_teacher, teacher_model_config
 
 
 def require(ok: bool, message: str) -> None:

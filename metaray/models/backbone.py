@@ -89,6 +89,13 @@ def resolve_backbone(cfg: ModelConfig) -> BackboneSource:
     return BackboneSource(cfg.backbone, cfg.gguf_file)
 
 
+def weights_gib(cfg: ModelConfig) -> float:
+    """The size of a backbone's weight files (GiB): what loading it takes at least."""
+    folder = Path(resolve_backbone(cfg).where)
+    files = [*folder.glob("*.safetensors"), *folder.glob("*.bin"), *folder.glob("*.gguf")]
+    return sum(f.stat().st_size for f in files) / 2**30
+
+
 def _load_error(cfg: ModelConfig, where: BackboneSource, err: Exception) -> ModelLoadError:
     return ModelLoadError(
         f"cannot load backbone {cfg.backbone!r} from {where.where!r} offline ({type(err).__name__}: {err}); "

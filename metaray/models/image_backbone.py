@@ -26,7 +26,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_MAPPING_NAMES
 from transformers.utils import cached_file
 
 from metaray.config import ModelConfig
-from metaray.models.backbone import ModelLoadError, backbone_config, resolve_backbone
+from metaray.models.backbone import ModelLoadError, backbone_config, resolve_backbone, weights_gib
 from metaray.models.deep import check_depth
 
 # Packaged image backbones: name -> (code package, weights package); Lite2 (6.1M parameters
@@ -144,8 +144,7 @@ def image_weights_gib(cfg: ModelConfig) -> float:
     if cfg.backbone in PACKAGED_IMAGE_MODELS:
         check_image_backbone(cfg)
         return Path(packaged_weights(cfg.backbone)).stat().st_size / 2**30
-    folder = Path(resolve_backbone(cfg).where)
-    return sum(f.stat().st_size for f in [*folder.glob("*.safetensors"), *folder.glob("*.bin")]) / 2**30
+    return weights_gib(cfg)
 
 
 def _hugging_face_config(cfg: ModelConfig):

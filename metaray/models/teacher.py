@@ -2,7 +2,7 @@
 task's support set (`core.distill`).
 
 A sentence encoder for texts (kind: classify), an image backbone for images (kind: image,
-built by the kind: `kinds.base.load_teacher`); its label space is the task's, fitted per
+built by the kind: `CorpusTasks.teacher`); its label space is the task's, fitted per
 task, so any encoder that gives embeddings of the task's inputs can teach any student.
 """
 
@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from metaray.config import ConfigError, ExperimentConfig, ModelConfig
 from metaray.core import fit_linear_probe
 from metaray.data import Episode
-from metaray.models.backbone import check_backbone, load_backbone, resolve_backbone
+from metaray.models.backbone import check_backbone, load_backbone, weights_gib
 from metaray.models.encoder import PromptedEncoder
 
 
@@ -27,7 +26,7 @@ def teacher_model_config(student: ModelConfig, teacher: str) -> ModelConfig:
     return dataclasses.replace(student, backbone=teacher, gguf_file="")
 
 
-def check_teacher(cfg: ExperimentConfig, check=check_backbone, weights=None) -> None:
+def check_teacher(cfg: ExperimentConfig, check=check_backbone, weights=weights_gib) -> None:
     """Refuse, before any work, a teacher that cannot load (`check`: the kind's backbone
     check), or whose weights and the student's (`weights`: GiB of a model config) exceed
     the memory the config gives each actor (the kind's rules have already refused a
@@ -40,7 +39,6 @@ def check_teacher(cfg: ExperimentConfig, check=check_backbone, weights=None) -> 
     except Exception as err:  # the loader's error says how to make it loadable
         raise ConfigError(f"distill.teacher={cfg.distill.teacher!r} cannot be loaded: {err}") from err
     budget = cfg.ray.memory_per_actor_gb
-    weights = weights or weights_gib
     need = {name: weights(model) for name, model in (("teacher", teacher), ("student", cfg.model))}
     if budget and sum(need.values()) > budget:
         raise ConfigError(
@@ -48,13 +46,6 @@ def check_teacher(cfg: ExperimentConfig, check=check_backbone, weights=None) -> 
             f"GiB) beside the student's ({need['student']:.2f} GiB), over ray.memory_per_actor_gb={budget}; raise it "
             "or choose a smaller teacher"
         )
-
-
-def weights_gib(cfg: ModelConfig) -> float:
-    """The size of a backbone's weight files (GiB): what loading it takes at least."""
-    folder = Path(resolve_backbone(cfg).where)
-    files = [*folder.glob("*.safetensors"), *folder.glob("*.bin"), *folder.glob("*.gguf")]
-    return sum(f.stat().st_size for f in files) / 2**30
 
 
 @dataclass(frozen=True)
