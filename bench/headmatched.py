@@ -16,6 +16,9 @@ powerplay11 + TREC, 16/32/48-way 2+2-shot tasks, selected on the HINT3 sofmattre
   replaced before every one of MiniLM's layers, P-tuning v2 style);
 - r2d2-ridge-steps: r2d2's θ, its prompt adapted at test on the matched support loss
   (leave-one-out through the ridge head, `inner.loss=ridge`) instead of prototypes'.
+- r2d2-distill: r2d2-noconsistency meta-trained with a teacher (`meta.distill=1`,
+  all-mpnet-base-v2 at T = 2 in every actor: its soft labels of each task's queries
+  beside their labels in the query loss); tested without the teacher, as the others.
 
 Settings (BANKING77 is never used for meta-training or selection):
 - banking77-full: 77-way 5- and 10-shot, 3 support draws from the train file, 10 test
@@ -67,6 +70,9 @@ VARIANTS = {
     "r2d2-noconsistency": Variant("r2d2", "r2d2-noconsistency", ("meta.consistency=0",)),
     "multitask": Variant("multitask", "multitask", ("meta.algorithm=multitask",)),
     "r2d2-deep": Variant("r2d2", "r2d2-deep", ("prompt.depth=6",), ("prompt.depth=6",)),
+    "r2d2-distill": Variant(
+        "r2d2", "r2d2-distill", ("meta.consistency=0", "meta.distill=1", "distill.teacher=all-mpnet-base-v2")
+    ),
 }
 SETTINGS = {
     "banking77-full": [],

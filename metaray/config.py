@@ -191,12 +191,17 @@ class MetaConfig:
     # The query loss (fomaml, multitask, r2d2; classifier kinds): the weight of the squared
     # distance between prompted and unprompted embeddings. r2d2's ridge penalty: inner.ridge_lambda.
     consistency: float = 0.0
+    # Distillation in meta-training (needs distill.teacher): the weight of the teacher's soft
+    # labels of each task's queries (their labels unread) in the inner loop's support loss, and
+    # beside their labels in the query loss, at distill.temperature. 0: off.
+    distill: float = 0.0
 
     def objective(self) -> QueryObjective:
         return query_objective(self.algorithm, self.inner.ridge_lambda, self.consistency)
 
     def __post_init__(self) -> None:
         _check(self.consistency >= 0, f"meta.consistency must be >= 0, got {self.consistency}")
+        _check(self.distill >= 0, f"meta.distill must be >= 0, got {self.distill}")
         _check(
             not self.consistency or self.algorithm != "reptile",
             "meta.consistency weighs a term of the query loss, and reptile's pseudo-gradient (θ - φ) never "

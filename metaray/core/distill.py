@@ -1,6 +1,12 @@
 """Model distillation (Hinton et al. 2015): a larger frozen teacher's soft labels for the
 small served student.
 
+In meta-training (`meta.distill` > 0) the teacher labels each task's support and query
+inputs; the student's inner loop adds `meta.distill` x T² x the cross-entropy of its
+logits on the queries (their labels unread) to the teacher's, and its query loss adds the
+same term beside the queries' labels, so θ is meta-learned towards what the teacher
+knows of each task (`Lesson.loss`).
+
 Per task the teacher (a larger backbone with a linear probe fitted on the task's support
 set) labels the support set and any unlabeled inputs of the task; the student's head is
 fitted to the support's labels plus `weight` x T² x the cross-entropy to the teacher's
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from metaray.core.heads import SoftTargets
+from metaray.core.heads import SoftTargets, distillation_loss
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,20 @@ class Lesson:
 
     config: DistillConfig
     teacher_logits: torch.Tensor
+
+    def loss(self, student_logits: torch.Tensor, rows: slice, classes=None) -> torch.Tensor:
+        """weight x T² x CE(softmax(teacher / T), softmax(student / T)) over the teacher's
+        `rows` (those of the student's (M, C') logits), on the task's `classes` (C' of
+        them; all by default): an inner mini-episode scores a subset of the classes, and
+        the teacher's softmax is taken over the same subset."""
+        teacher = self.teacher_logits[rows].float()
+        if classes is not None:
+            teacher = teacher[:, torch.as_tensor(classes)]
+        if teacher.shape != student_logits.shape:
+            raise ValueError(f"student logits {tuple(student_logits.shape)} for teacher logits {tuple(teacher.shape)}")
+        cfg = self.config
+        targets = F.softmax(teacher / cfg.temperature, dim=-1)
+        return distillation_loss(student_logits, targets, cfg.temperature, cfg.weight)
 
     def soft_targets(self, embeddings: torch.Tensor) -> SoftTargets:
         """The soft-label term for the student's (M, D) embeddings of the same M inputs."""

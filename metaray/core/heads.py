@@ -94,8 +94,13 @@ class SoftTargets:
     weight: float
 
     def loss(self, logits: torch.Tensor) -> torch.Tensor:
-        t = self.temperature
-        return self.weight * t * t * F.cross_entropy(logits / t, self.targets)
+        return distillation_loss(logits, self.targets, self.temperature, self.weight)
+
+
+def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, temperature: float, weight: float) -> torch.Tensor:
+    """weight · T² · CE(targets, softmax(logits / T)) for (M, C) logits and soft targets."""
+    t = temperature
+    return weight * t * t * F.cross_entropy(logits / t, targets)
 
 
 def ridge_head(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int, lam: float) -> torch.Tensor:

@@ -108,14 +108,20 @@ class TaskAdapter:
         return self.kind.episode(self.registry, spec)
 
     def adapt(self, meta_prompt: torch.Tensor, spec: TaskSpec) -> TaskResult:
-        """g_i for one task per `meta.algorithm` (`core.task_pseudo_gradient`)."""
+        """g_i for one task per `meta.algorithm` (`core.task_pseudo_gradient`); with
+        `meta.distill`, the teacher's labels of the task's queries enter both losses."""
         episode = self.episode(spec)
         meta = self.cfg.meta
+        losses = {}
+        if meta.distill:  # the queries are the task's unlabeled inputs: the teacher labels them
+            episode = dataclasses.replace(episode, unlabeled_inputs=episode.query_inputs)
+            taught = self.teacher.label(episode).logits
+            losses = {"lesson": Lesson(dataclasses.replace(self.cfg.distill, weight=meta.distill), taught)}
         update = task_pseudo_gradient(
             meta.algorithm,
             meta_prompt,
-            self.prompted.support_loss_fn(episode, meta.inner, seed=spec.index),
-            lambda prompt: self.prompted.query_loss(prompt, episode, meta.objective()),
+            self.prompted.support_loss_fn(episode, meta.inner, seed=spec.index, **losses),
+            lambda prompt: self.prompted.query_loss(prompt, episode, meta.objective(), **losses),
             meta.inner,
         )
         return TaskResult(update.pseudo_grad, update.support_loss, update.query_loss, spec)

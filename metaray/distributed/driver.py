@@ -29,7 +29,7 @@ from metaray.storage import RunStore
 
 def preflight(cfg: ExperimentConfig) -> TaskSampler:
     """Every check that can fail before actors start: the kind's rules, data, episode
-    shapes, backbone, DeepSpeed for sharded mode, and that the output folder (path or
+    shapes, backbone, the teacher of `meta.distill`, DeepSpeed for sharded mode, and that the output folder (path or
     URI) can be opened."""
     kind = kind_of(cfg)
     RunStore(cfg.output.dir)
@@ -47,6 +47,8 @@ def preflight(cfg: ExperimentConfig) -> TaskSampler:
     if cfg.meta.eval_every:
         kind.family_size(registry, d.meta_val, d.n_way, d.k_shot, needed)
     kind.check_backbone(cfg.model, cfg.prompt)
+    if cfg.meta.distill:  # the teacher loads in every actor: refuse it here if it cannot, or cannot fit
+        kind.check_teacher(cfg)
     n_way = kind.task_ways(d.n_way)
     ways = tuple(kind.task_ways(w) for w in d.ways)
     return TaskSampler(tuple(d.meta_train), tuple(counts), n_way, d.k_shot, d.q_query, d.seed, d.same_domain, ways)

@@ -119,6 +119,16 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
         f"or image), and kind={kind} has none; unset distill.teacher",
     )
     require(
+        not cfg.meta.distill or cfg.distill.enabled,
+        f"meta.distill={cfg.meta.distill} weighs a teacher's soft labels in meta-training, but distill.teacher names "
+        "no teacher backbone; set one (e.g. all-mpnet-base-v2) or meta.distill=0",
+    )
+    require(
+        not cfg.meta.distill or not cfg.sharded.enabled,
+        "meta.distill: distillation in meta-training runs on actors, not in sharded mode; set sharded.enabled=false "
+        "or meta.distill=0",
+    )
+    require(
         "teacher" not in cfg.eval.methods or cfg.distill.enabled,
         "eval.methods has 'teacher' but distill.teacher names no teacher backbone; set one (e.g. all-mpnet-base-v2)",
     )

@@ -48,15 +48,19 @@ class PromptedClassifier:
             return self.scale * query @ ridge_head(support, labels, n_classes, ridge_lambda)
         return cosine_logits(query, prototypes(support, labels, n_classes), self.scale)
 
-    def support_loss_fn(self, episode: Episode, inner: InnerConfig, seed: int) -> LossFn:
+    def support_loss_fn(self, episode: Episode, inner: InnerConfig, seed: int, lesson: Lesson | None = None) -> LossFn:
         """Loss on an inner mini-episode of at most `inner.batch_ways` classes x
         `inner.batch_shots` examples of the support set, drawn afresh at each step from
         (seed, step): leave-one-out, or (images, `inner.views` > 0) `inner.views` warped
         copies of each example scored against the originals, a loss that still teaches
         something at one shot, where there is nothing to leave out. Scored against the
-        prototypes (`inner.loss=proto`) or a ridge head (`ridge`, the r2d2 objective's head)."""
+        prototypes (`inner.loss=proto`) or a ridge head (`ridge`, the r2d2 objective's head).
+        With a `lesson` (its teacher's logits on the support, then on the episode's
+        unlabeled inputs): plus its distillation term on the unlabeled inputs, scored by
+        the same head, on the mini-episode's classes."""
         labels = episode.support_labels
         n = episode.n_classes
+        taught = slice(len(episode.support_inputs), None)
 
         def loss(params: dict[str, torch.Tensor], step: int) -> torch.Tensor:
             rng = np.random.default_rng([seed, step])
@@ -73,18 +77,29 @@ class PromptedClassifier:
             if not inner.views:
                 emb = self.encoder.embed(texts, params["prompt"])
                 if inner.loss == "ridge":
-                    return ridge_leave_one_out_loss(emb, y, c, lam, self.scale)
-                return leave_one_out_loss(emb, y, c, self.scale)
-            emb = self.encoder.embed_views(texts, params["prompt"], inner.views, rng, inner.augment)
-            logits = self.fitted_logits(inner.loss, (emb[: len(rows)], y, c), emb[len(rows) :], lam)
-            return F.cross_entropy(logits, y.repeat(inner.views))
+                    own = ridge_leave_one_out_loss(emb, y, c, lam, self.scale)
+                else:
+                    own = leave_one_out_loss(emb, y, c, self.scale)
+            else:
+                emb = self.encoder.embed_views(texts, params["prompt"], inner.views, rng, inner.augment)
+                logits = self.fitted_logits(inner.loss, (emb[: len(rows)], y, c), emb[len(rows) :], lam)
+                own = F.cross_entropy(logits, y.repeat(inner.views))
+            if lesson is None or not episode.unlabeled_inputs:
+                return own
+            unlabeled = self.encoder.embed(episode.unlabeled_inputs, params["prompt"])
+            logits = self.fitted_logits(inner.loss, (emb[: len(rows)], y, c), unlabeled, lam)
+            return own + lesson.loss(logits, taught, classes)
 
         return loss
 
-    def query_loss(self, prompt: torch.Tensor, episode: Episode, objective: QueryObjective = PROTOTYPES):
+    def query_loss(
+        self, prompt: torch.Tensor, episode: Episode, objective: QueryObjective = PROTOTYPES, lesson=None
+    ) -> torch.Tensor:
         """Cross-entropy of the query set, both sets under `prompt`, against the support's
         prototypes or through a ridge head fitted on the support (`objective.head`), plus
-        `objective.consistency` x the mean squared distance to the unprompted embeddings.
+        `objective.consistency` x the mean squared distance to the unprompted embeddings,
+        plus a `lesson`'s distillation term on the queries (its teacher's logits on the
+        support, then on the queries).
         One forward pass over support and query together: a partitioned (ZeRO-3) backbone
         frees its gathered layers only when each backward pass covers one forward pass."""
         n_support = len(episode.support_inputs)
@@ -94,6 +109,8 @@ class PromptedClassifier:
         fitted_on = (support, torch.from_numpy(episode.support_labels), episode.n_classes)
         logits = self.fitted_logits(objective.head, fitted_on, query, objective.ridge_lambda)
         loss = F.cross_entropy(logits, torch.from_numpy(episode.query_labels))
+        if lesson is not None:
+            loss = loss + lesson.loss(logits, slice(n_support, None))
         if objective.consistency:
             plain = self.encoder.encode(inputs, None)
             loss = loss + objective.consistency * (both - plain).pow(2).sum(-1).mean()
