@@ -32,6 +32,7 @@ class DistillConfig:
     temperature: float = 2.0  # T: the teacher's logits / T before the softmax
     weight: float = 1.0  # of the soft-label term beside the support's cross-entropy
     unlabeled: int = 0  # eval: unlabeled inputs per task (from the target's unused examples) the teacher labels
+    image_size: int = 0  # an image teacher's input side (its own resolution); 0: the student's model.image_size
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -40,6 +41,8 @@ class DistillConfig:
             raise ValueError(f"distill.weight must be >= 0, got {self.weight}")
         if self.unlabeled < 0:
             raise ValueError(f"distill.unlabeled must be >= 0, got {self.unlabeled}")
+        if self.image_size < 0:
+            raise ValueError(f"distill.image_size must be >= 0, got {self.image_size}")
 
     @property
     def enabled(self) -> bool:

@@ -30,7 +30,7 @@ class KindRules:
     bf16: bool = False
     full_protocol: bool = False
     sharded: bool = True
-    regions: bool = False  # prompt.region (a visual prompt's pixels)
+    pixels: bool = False  # inputs are images: prompt.region (a visual prompt's), distill.image_size
     heads: bool = False  # scores through a head fitted on the support: meta.algorithm=r2d2, meta.consistency
     edits: bool = False  # text edits (`inner.augment`) make the support's augmented copies
     distill: bool = False  # a teacher's soft labels (`distill.teacher`) fit a distilled head
@@ -95,7 +95,7 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
         f"kind={kind}: a visual prompt has no vocabulary; set prompt.init=random, not {cfg.prompt.init!r}",
     )
     require(
-        rules.regions or cfg.prompt.region == "frame",
+        rules.pixels or cfg.prompt.region == "frame",
         f"prompt.region is for visual prompts (kind=image); unset it for kind={kind}",
     )
     require(
@@ -117,6 +117,11 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
         rules.distill or not cfg.distill.enabled,
         f"distill.teacher={cfg.distill.teacher!r}: a teacher labels the inputs of a classifier head (kind=classify "
         f"or image), and kind={kind} has none; unset distill.teacher",
+    )
+    require(
+        rules.pixels or not cfg.distill.image_size,
+        f"distill.image_size={cfg.distill.image_size} is an image teacher's input side, and kind={kind} reads "
+        "no images; unset it",
     )
     require(
         not cfg.meta.distill or cfg.distill.enabled,
@@ -176,7 +181,7 @@ class CorpusTasks(KindBase):
     def teacher(self, cfg: ExperimentConfig, pixels=None) -> Teacher:
         """The distillation teacher `distill.teacher` names: its backbone loaded as this
         kind loads one and read without a prompt, a linear probe fitted per task."""
-        model = teacher_model_config(cfg.model, cfg.distill.teacher)
+        model = teacher_model_config(cfg.model, cfg.distill.teacher, cfg.distill.image_size)
         plain = dataclasses.replace(cfg, model=model, prompt=dataclasses.replace(cfg.prompt, depth=1))
         return Teacher(model, encoder=self.prompted_model(plain, *self.load_backbone(model), pixels=pixels).encoder)
 

@@ -24,7 +24,7 @@ class ImageKind(CorpusTasks):
         text_inits=False,
         views=True,
         sharded=False,
-        regions=True,
+        pixels=True,
         heads=True,
         distill=True,
     )

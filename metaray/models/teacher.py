@@ -21,9 +21,10 @@ from metaray.models.backbone import check_backbone, load_backbone, weights_gib
 from metaray.models.encoder import PromptedEncoder
 
 
-def teacher_model_config(student: ModelConfig, teacher: str) -> ModelConfig:
-    """The student's model settings (text length, logit scale) with the teacher's backbone."""
-    return dataclasses.replace(student, backbone=teacher, gguf_file="")
+def teacher_model_config(student: ModelConfig, teacher: str, image_size: int = 0) -> ModelConfig:
+    """The student's model settings (text length, logit scale) with the teacher's backbone
+    and, for an image teacher, its own input side `image_size` (0: the student's)."""
+    return dataclasses.replace(student, backbone=teacher, gguf_file="", image_size=image_size or student.image_size)
 
 
 def check_teacher(cfg: ExperimentConfig, check=check_backbone, weights=weights_gib) -> None:
@@ -33,7 +34,7 @@ def check_teacher(cfg: ExperimentConfig, check=check_backbone, weights=weights_g
     teacher for a kind that has none)."""
     if not cfg.distill.enabled:
         return
-    teacher = teacher_model_config(cfg.model, cfg.distill.teacher)
+    teacher = teacher_model_config(cfg.model, cfg.distill.teacher, cfg.distill.image_size)
     try:
         check(teacher)
     except Exception as err:  # the loader's error says how to make it loadable

@@ -118,6 +118,8 @@ def server(data_dir, tiny_lm_dir, tmp_path_factory):
     env = {**os.environ}
     env.pop("RAY_ADDRESS", None)
     one_round = ["meta.rounds=1", "meta.eval_every=0", "meta.meta_batch_size=2"]
+    # trained in the CLI's own process (`ray.local`): what is served is under test here, and
+    # each Ray start would cost the session about 20 s (tests/e2e/test_cli.py trains on Ray)
     for config, run, extra in [
         ("configs/tiny.yaml", runs["classify"], ["model.prompt_position=first"]),  # PEFT's layout: exportable
         ("configs/tiny-qa.yaml", runs["qa"], [f"model.backbone={tiny_lm_dir}", "meta.eval_every=0"]),
@@ -125,7 +127,7 @@ def server(data_dir, tiny_lm_dir, tmp_path_factory):
     ]:
         trained = subprocess.run(
             [sys.executable, "-m", "metaray.cli", "train", config, "--quiet"]
-            + [f"data.data_dir={data_dir}", f"output.dir={run}", "output.tensorboard=false", *extra],
+            + [f"data.data_dir={data_dir}", f"output.dir={run}", "output.tensorboard=false", "ray.local=true", *extra],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert trained.returncode == 0, trained.stderr[-3000:]

@@ -54,7 +54,8 @@ def test_qa_meta_training_on_ray_actors_then_evaluation(tiny_qa, ray_local):
 
 def test_qa_in_sharded_mode_is_the_same_algorithm(tiny_qa, ray_local):
     """DeepSpeed ZeRO-3 over 2 Ray Train workers: the same θ after a round and the same
-    meta-val F1 as actors (generation decodes a fixed number of steps in lockstep)."""
+    meta-val F1 as the unsharded algorithm (generation decodes a fixed number of steps in
+    lockstep), run here in this process: test_training shows actors give its θ."""
     common = ("meta.rounds=1", "meta.eval_every=1", "output.tensorboard=false")
     sharded = tiny_qa(*common, "sharded.enabled=true", "sharded.num_workers=2")
     runner = ShardedRunner(sharded)
@@ -63,7 +64,7 @@ def test_qa_in_sharded_mode_is_the_same_algorithm(tiny_qa, ray_local):
         assert all(part["whole_now"] == 0 for part in runner.partitions())
     finally:
         runner.shutdown()
-    actors = tiny_qa(*common)
+    actors = tiny_qa(*common, "ray.local=true")  # the actors' θ equals this process's (test_training)
     train(actors, progress=False)
     states = [load_checkpoint(cfg.output.dir, "latest") for cfg in (sharded, actors)]
     torch.testing.assert_close(states[0][0]["meta_prompt"], states[1][0]["meta_prompt"], atol=1e-5, rtol=0)

@@ -55,7 +55,16 @@ def test_a_cut_sweep_resumes_where_it_stopped_stops_a_trial_early_and_its_best_c
     assert rounds[-1] == 4 and rounds[0] < 4, f"ASHA stopped no trial early: rounds {rounds}"
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trained = subprocess.run(
-        [sys.executable, "-m", "metaray.cli", "train", str(out / "best.yaml"), "--quiet", "meta.rounds=1"],
+        [
+            sys.executable,
+            "-m",
+            "metaray.cli",
+            "train",
+            str(out / "best.yaml"),
+            "--quiet",
+            "meta.rounds=1",
+            "ray.local=true",
+        ],
         capture_output=True,
         text=True,
         timeout=600,

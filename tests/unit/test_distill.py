@@ -59,6 +59,8 @@ def test_the_distilled_probe_moves_toward_the_teachers_labels_and_is_the_probe_a
         ("distill.temperature=0", r"distill.temperature must be > 0"),
         ("distill.weight=-1", r"distill.weight must be >= 0"),
         ("distill.unlabeled=-3", r"distill.unlabeled must be >= 0"),
+        ("distill.image_size=-1", r"distill.image_size must be >= 0"),
+        ("meta.distill=-1", r"meta.distill must be >= 0"),
         ("distill.teachr=x", r"did you mean distill.teacher"),
     ],
 )
@@ -71,24 +73,35 @@ def test_a_teacher_is_for_classifier_heads_and_the_teacher_method_needs_one():
     qa = load_config("configs/qa.yaml", ["distill.teacher=all-mpnet-base-v2"])
     with pytest.raises(ConfigError, match="distill.teacher='all-mpnet-base-v2': a teacher labels the inputs of a"):
         kind_of(qa).check_config(qa)
+    texts = load_config(None, ["distill.teacher=all-mpnet-base-v2", "distill.image_size=224"])
+    with pytest.raises(ConfigError, match="distill.image_size=224 is an image teacher's input side, and kind=classify"):
+        kind_of(texts).check_config(texts)
     for config, methods in ((None, "linear_probe,teacher"), ("configs/omniglot.yaml", "protonet,teacher")):
         no_teacher = load_config(config, [f"eval.methods=[{methods}]"])
         with pytest.raises(ConfigError, match="'teacher' but distill.teacher names no teacher"):
             kind_of(no_teacher).check_config(no_teacher)
 
 
-def test_an_image_teacher_is_an_image_backbone_and_must_fit_the_actors():
+def test_an_image_teacher_is_an_image_backbone_at_its_own_size_and_must_fit_the_actors(data_dir):
     """The image kind loads its teacher as it loads its student: a sentence encoder is
-    refused by name, and an image backbone's weights count against the actors' memory."""
+    refused by name, an image backbone's weights count against the actors' memory, and
+    `distill.image_size` gives the teacher its own input side over the same drawings."""
 
-    def images(teacher: str, memory: float = 0):
-        return load_config("configs/omniglot.yaml", [f"distill.teacher={teacher}", f"ray.memory_per_actor_gb={memory}"])
+    def images(teacher: str, memory: float = 0, *extra):
+        overrides = [f"distill.teacher={teacher}", f"ray.memory_per_actor_gb={memory}", f"data.data_dir={data_dir}"]
+        return load_config("configs/omniglot.yaml", [*overrides, *extra])
 
     with pytest.raises(ConfigError, match="distill.teacher='all-MiniLM-L6-v2' cannot be loaded.*not a vision model"):
         IMAGE.check_teacher(images("all-MiniLM-L6-v2"))
     IMAGE.check_teacher(images("efficientnet-lite0", memory=1))
     with pytest.raises(ConfigError, match=r"teacher's weights \(0.02 GiB\) beside the student's \(0.02 GiB\)"):
         IMAGE.check_teacher(images("efficientnet-lite0", memory=0.03))
+    cfg = images("efficientnet-lite0", 0, "distill.image_size=64")
+    registry = DataRegistry.from_config(cfg.data)
+    teacher = IMAGE.teacher(cfg, pixels=registry.pixels)
+    drawings = list(registry.corpus("omniglot/test").inputs[:2])
+    assert cfg.model.image_size == 84 and teacher.encoder.images(drawings, None).shape == (2, 3, 64, 64)
+    assert teacher.embed(drawings).shape == (2, teacher.encoder.hidden_size)
 
 
 def test_a_teacher_that_cannot_load_or_does_not_fit_an_actor_is_refused_with_the_numbers():
