@@ -45,6 +45,7 @@ EDITS = {
     "dropout": {"token_dropout": 0.2},
     "span": {"span_deletion": 0.3},
     "swaps": {"word_swaps": 2},
+    "synonyms": {"synonyms": 0.2},
     "all": {"token_dropout": 0.1, "span_deletion": 0.2, "word_swaps": 1},
 }
 KINDS = {  # config, setting, methods, the θ's method and default checkpoint, the head compared

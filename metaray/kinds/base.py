@@ -33,6 +33,7 @@ class KindRules:
     pixels: bool = False  # inputs are images: prompt.region (a visual prompt's), distill.image_size
     heads: bool = False  # scores through a head fitted on the support: meta.algorithm=r2d2, meta.consistency
     edits: bool = False  # text edits (`inner.augment`) make the support's augmented copies
+    synonyms: bool = False  # of them, synonyms from a sentence encoder's vocabulary (`augment.synonyms`)
     distill: bool = False  # a teacher's soft labels (`distill.teacher`) fit a distilled head
 
 
@@ -54,11 +55,16 @@ def check_budget(kind: str, rules: KindRules, section: str, inner: InnerConfig) 
         f"{section}.augment: edits make the support's augmented copies, and {section}.views=0 asks for none; "
         "set views to the copies per example (e.g. 2) or unset the edits",
     )
+    require(
+        rules.synonyms or not inner.augment.synonyms,
+        f"{section}.augment.synonyms: synonyms come from a sentence encoder's vocabulary (kind=classify); kind={kind} "
+        "takes token_dropout, span_deletion and word_swaps",
+    )
     if rules.edits:
         require(
             edits or not inner.views,
             f"{section}.views={inner.views}: kind={kind} makes its copies with text edits; set "
-            f"{section}.augment.token_dropout, span_deletion or word_swaps, or views to 0",
+            f"{section}.augment.token_dropout, span_deletion, word_swaps or synonyms, or views to 0",
         )
     require(
         rules.views or rules.edits or not inner.views,
@@ -105,6 +111,11 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
     )
     for section, inner in (("meta.inner", cfg.meta.inner), ("eval.inner", cfg.eval.inner)):
         check_budget(kind, rules, section, inner)
+        require(
+            not inner.augment.synonyms or not cfg.sharded.enabled,
+            f"{section}.augment.synonyms reads the input-embedding table, which sharded mode partitions; set "
+            "sharded.enabled=false or unset the synonyms",
+        )
     require(
         rules.bf16 or cfg.model.compute_dtype == "fp32",
         f"model.compute_dtype: {cfg.model.compute_dtype} is for the causal LM (kind=qa); unset it for kind={kind}",

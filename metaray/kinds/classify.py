@@ -21,7 +21,12 @@ class ClassifyKind(CorpusTasks):
     metrics = HEADS
     primary_metric = "proto"
     rules = KindRules(
-        own_methods=("protonet", "linear_probe", "teacher"), full_protocol=True, heads=True, edits=True, distill=True
+        own_methods=("protonet", "linear_probe", "teacher"),
+        full_protocol=True,
+        heads=True,
+        edits=True,
+        synonyms=True,
+        distill=True,
     )
     hugging_face = True  # its backbone can be shared through the object store
     # serving: the field examples and requests carry, the settings of its model and budget

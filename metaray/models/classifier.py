@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from metaray.config import PromptConfig
 from metaray.core import InnerConfig, QueryObjective, cosine_logits, fit_linear_probe, prototypes
 from metaray.core.adapt import LossFn
-from metaray.core.augment import edited_copies
 from metaray.core.distill import Lesson
 from metaray.core.heads import leave_one_out_loss, ridge_head, ridge_leave_one_out_loss
 from metaray.data import Episode
@@ -124,7 +123,7 @@ class PromptedClassifier:
         texts, labels = list(episode.support_inputs), torch.from_numpy(episode.support_labels)
         if inner is not None and inner.views and inner.augment.enabled:
             rng = np.random.default_rng([seed, FIT_STREAM])
-            texts += edited_copies(texts, inner.views, inner.augment, rng)
+            texts += self.encoder.copies(texts, inner.views, inner.augment, rng)
             labels = labels.repeat(1 + inner.views)
         return self.encoder.encode(texts, prompt), labels
 

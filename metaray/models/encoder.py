@@ -18,6 +18,8 @@ to the shallow one.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,7 @@ from metaray.core.augment import TextEdits, edited_copies
 from metaray.core.prompt import initial_prompt
 from metaray.models.backbone import load_backbone
 from metaray.models.deep import forward_hooks, hooks_lock, layer_hooks, prompted_layers, split_depth
+from metaray.models.synonyms import EmbeddingNeighbours
 
 
 class PromptedEncoder:
@@ -107,11 +110,22 @@ class PromptedEncoder:
         with forward_hooks(self._hooks, layer_hooks(self.layers, parts, self.n_prefix, self.device), pre=True):
             return self.model(inputs_embeds=tokens, attention_mask=mask, **kwargs), pool_mask
 
+    @functools.cached_property
+    def neighbours(self) -> EmbeddingNeighbours:
+        """The synonyms `augment.synonyms` draws: each word's nearest words in this
+        backbone's input-embedding table (built on first use)."""
+        return EmbeddingNeighbours(self.tokenizer, self.embedding_table)
+
+    def copies(self, texts, views: int, edits: TextEdits, rng: np.random.Generator) -> list[str]:
+        """`views` edited copies of each text (`core.augment.edited_copies`), synonyms from
+        this backbone's vocabulary."""
+        return edited_copies(list(texts), views, edits, rng, self.neighbours if edits.synonyms else None)
+
     def embed_views(self, texts, prompt: torch.Tensor | None, views: int, rng: np.random.Generator, edits: TextEdits):
         """((1 + views)·B, D): the texts, then `views` edited copies of each (copy v of text
         i at row (1 + v)·B + i, drawn from `rng`), in one forward pass."""
         texts = list(texts)
-        return self.embed(texts + edited_copies(texts, views, edits, rng), prompt)
+        return self.embed(texts + self.copies(texts, views, edits, rng), prompt)
 
     @torch.no_grad()
     def encode(self, texts, prompt: torch.Tensor | None) -> torch.Tensor:

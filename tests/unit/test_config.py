@@ -123,7 +123,17 @@ def test_sharded_meta_batch_must_divide_among_workers():
         (["meta.inner.augment.word_swaps=2"], "meta.inner.augment: edits make .* meta.inner.views=0 asks for none"),
         (["eval.inner.augment.token_dropout=0.9"], "token_dropout must be in \\[0, 0.5\\], got 0.9"),
         (["eval.inner.augment.word_swaps=9"], "word_swaps must be in \\[0, 8\\], got 9"),
-        (["eval.inner.augment.synonyms=0.1"], "unknown key eval.inner.augment.synonyms"),
+        (["eval.inner.augment.synonyms=0.6"], "synonyms must be in \\[0, 0.5\\], got 0.6"),
+        (["eval.inner.augment.synonym=0.1"], "unknown key eval.inner.augment.synonym"),
+        (
+            ["kind=qa", "eval.protocol=episodes", "eval.methods=[random]", "meta.inner.views=1"]
+            + ["meta.inner.augment.synonyms=0.2"],
+            "meta.inner.augment.synonyms: synonyms come from a sentence encoder's vocabulary .kind=classify.; kind=qa",
+        ),
+        (
+            ["eval.inner.views=1", "eval.inner.augment.synonyms=0.2", "sharded.enabled=true"],
+            "eval.inner.augment.synonyms reads the input-embedding table, which sharded mode partitions",
+        ),
         (
             [
                 "kind=image",
