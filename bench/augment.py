@@ -70,7 +70,8 @@ def main() -> None:
     checkpoint = args.checkpoint or checkpoint
     path = Path(args.out or ROOT / "bench" / "results" / name)
     out: dict = json.loads(path.read_text()) if path.is_file() else {}
-    out.update(kind=args.kind, views=args.views, checkpoint=checkpoint, edits={n: EDITS[n] for n in args.edits})
+    out.update(kind=args.kind, views=args.views, checkpoint=checkpoint)
+    out["edits"] = {**out.get("edits", {}), **{n: EDITS[n] for n in args.edits}}  # beside an earlier run's
     out.setdefault("results", {})
     methods = f"eval.methods=[{methods}]", f"eval.checkpoints={{{learned}: {checkpoint}}}"
     base = load_config(config, [*setting, *methods, *args.overrides])
