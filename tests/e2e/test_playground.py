@@ -187,8 +187,9 @@ def test_an_image_task_from_dropped_drawings_is_tried_corrected_and_improves(pag
 def test_without_a_token_the_page_says_so_and_creates_tasks(browser, server, tmp_path):
     """The same page against the same store served without a token, by a second server on
     a port of its own beside the session's server (stopping and restarting that one would
-    take a minute and a half); the session's server still wants its token."""
-    unlocked = server.elsewhere(tmp_path / "serve-no-token.log")
+    take a minute and a half; this one serves the text model only); the session's server
+    still wants its token."""
+    unlocked = server.elsewhere(tmp_path / "serve-no-token.log", text_only=True)
     try:
         unlocked.start(token="")
         context = browser.new_context()

@@ -69,6 +69,8 @@ tree, tree_metrics, before, _, subs = run("tree", None)
 assert subs == sorted(set(before)), (subs, before)
 assert torch.equal(clean, tree) and not torch.equal(clean, torch.zeros_like(clean))
 assert [m["tasks"] for m in clean_metrics] == [m["tasks"] for m in tree_metrics] == [4, 4]
+for a, b in zip(clean_metrics, tree_metrics):  # the sums of the losses too
+    assert abs(a["support_loss"] - b["support_loss"]) < 1e-9 and abs(a["query_loss"] - b["query_loss"]) < 1e-9
 print("OK two-node tree equals flat", len(set(before)), len(subs), flush=True)
 # tree, where the lost node takes its adapter and its sub-aggregator with it; both restart on
 # the survivor (flat's aggregator lives on the driver's node: only its adapter would move)
@@ -94,9 +96,9 @@ def three_nodes(data_dir, tmp_path_factory) -> subprocess.CompletedProcess:
 
 
 def test_tree_aggregation_on_two_nodes_equals_flat(three_nodes):
-    """(moved here from test_tree_aggregation.py, to share this module's cluster) The two
-    adapters land on different worker nodes, each node gets its own sub-aggregator, and θ
-    after two rounds equals flat aggregation's bit for bit."""
+    """The two adapters land on different worker nodes, each node gets its own
+    sub-aggregator, and θ (and the rounds' summed losses) after two rounds equal flat
+    aggregation's."""
     run = three_nodes
     assert "OK two-node tree equals flat 2 2" in run.stdout, run.stdout[-2000:] + run.stderr[-4000:]
 

@@ -2,6 +2,7 @@
 algorithm as actor mode: one meta-round gives the same θ, meta-validation the same
 accuracy, each rank holds half of the backbone, and the backbone never changes."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def runs(request, data_dir, tmp_path_factory, ray_local):
     finally:
         runner.shutdown()
     actors_cfg = config(data_dir, out["actors"], algorithm, sharded=False)
-    train(actors_cfg, progress=False)
+    # the actor algorithm, run in this process: test_training shows actors give its θ
+    train(dataclasses.replace(actors_cfg, ray=dataclasses.replace(actors_cfg.ray, local=True)), progress=False)
     return {"out": out, "digest_before": digest_before, **sharded}
 
 

@@ -1,4 +1,4 @@
-"""A tiny real sweep: 4 trials on local Ray, cut mid-trial and resumed: every trial
+"""A tiny real sweep: 3 trials on local Ray, cut mid-trial and resumed: every trial
 finishes, the cut trial continues from its last round, ASHA stops one early, best.yaml
 trains. One sweep checks all of these (each trial costs a process and an actor start)."""
 
@@ -46,13 +46,13 @@ def test_a_cut_sweep_resumes_where_it_stopped_stops_a_trial_early_and_its_best_c
     spec = load_sweep("tune_configs/tiny.yaml", output=str(out))
     summary = write_report(run_sweep(spec, (f"data.data_dir={data_dir}",), resume=True))
     assert f"trials: 100%|██████████| {spec.num_samples}/{spec.num_samples}" in capsys.readouterr().err  # the bar
-    assert summary["trials"] == 4
+    assert summary["trials"] == 3
     rows = list(csv.DictReader((out / "trials.csv").open()))
-    assert len(rows) == 4 and all(not row["error"] for row in rows), rows
+    assert len(rows) == 3 and all(not row["error"] for row in rows), rows
     rounds = [json.loads(line)["round"] for line in (cut[0] / "metrics.jsonl").read_text().splitlines()]
     assert rounds == list(range(1, rounds[-1] + 1)), f"the interrupted trial re-ran rounds: {rounds}"
     rounds = sorted(int(row["rounds"]) for row in rows)
-    assert rounds[-1] == 4 and rounds[0] < 4, f"ASHA stopped no trial early: rounds {rounds}"
+    assert rounds[-1] == 3 and rounds[0] < 3, f"ASHA stopped no trial early: rounds {rounds}"
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trained = subprocess.run(
         [
