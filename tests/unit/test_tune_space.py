@@ -28,7 +28,7 @@ def test_every_shipped_sweep_checks(path, monkeypatch):
 def test_trial_values_become_config_values(spec, monkeypatch):
     monkeypatch.chdir(ROOT)
     cfg = trial_config(spec, {"meta.inner.lr": 0.02, "meta.outer_lr": 0.3})
-    assert cfg.meta.inner.lr == 0.02 and cfg.meta.outer_lr == 0.3 and cfg.meta.rounds == 4
+    assert cfg.meta.inner.lr == 0.02 and cfg.meta.outer_lr == 0.3 and cfg.meta.rounds == 3
 
 
 @pytest.mark.parametrize(
