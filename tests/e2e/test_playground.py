@@ -73,6 +73,14 @@ def wait_for_version(page, version: int) -> None:
     )
 
 
+def wait_for_text(page, element_id: str, text: str) -> None:
+    """Until the element shows `text`: the task list can show a new task before the page
+    has fetched and drawn the task itself (a 30 s timeout fails the test)."""
+    page.wait_for_function(
+        "([id, text]) => document.getElementById(id).textContent === text", arg=[element_id, text], timeout=30_000
+    )
+
+
 def predictions(page) -> list[str]:
     return page.locator("#results .prediction .predicted").all_inner_texts()
 
@@ -120,8 +128,8 @@ def test_a_text_task_from_pasted_lines_is_tried_corrected_and_improves(page, ser
     page.fill("#task-id", "pg-text")
     page.click("#create-btn")
     page.wait_for_selector("#tasks li[data-id='pg-text']", timeout=120_000)
+    wait_for_text(page, "task-labels", f"labels: {', '.join(sorted(names))}")
     assert page.inner_text("#task-title") == "pg-text" and "version 1" in page.inner_text("#task-version")
-    assert page.inner_text("#task-labels") == f"labels: {', '.join(sorted(names))}"
     assert page.locator("#versions tbody tr").count() == 1
 
     page.fill("#inputs", "\n".join(text for text, _ in held_out))
@@ -165,7 +173,7 @@ def test_an_image_task_from_dropped_drawings_is_tried_corrected_and_improves(pag
     page.click("#create-btn")
     page.wait_for_selector("#tasks li[data-id='pg-image']", timeout=120_000)
     assert page.posts == [f"{server.url}/v1/tasks/upload"]
-    assert page.inner_text("#task-labels") == "labels: char5, char6"
+    wait_for_text(page, "task-labels", "labels: char5, char6")
     shot(page, "5-image-created")
 
     queries = [(c, k) for k in range(2, 8) for c in (5, 6)]
