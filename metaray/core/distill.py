@@ -61,14 +61,10 @@ class Lesson:
         `rows` (those of the student's (M, C') logits), on the task's `classes` (C' of
         them; all by default): an inner mini-episode scores a subset of the classes, and
         the teacher's softmax is taken over the same subset."""
-        teacher = self.teacher_logits[rows].float()
-        if classes is not None:
-            teacher = teacher[:, torch.as_tensor(classes)]
-        if teacher.shape != student_logits.shape:
-            raise ValueError(f"student logits {tuple(student_logits.shape)} for teacher logits {tuple(teacher.shape)}")
-        cfg = self.config
-        targets = F.softmax(teacher / cfg.temperature, dim=-1)
-        return distillation_loss(student_logits, targets, cfg.temperature, cfg.weight)
+        targets = self._targets(rows, classes)
+        if targets.shape != student_logits.shape:
+            raise ValueError(f"student logits {tuple(student_logits.shape)} for teacher logits {tuple(targets.shape)}")
+        return distillation_loss(student_logits, targets, self.config.temperature, self.config.weight)
 
     def soft_targets(self, embeddings: torch.Tensor) -> SoftTargets:
         """The soft-label term for the student's (M, D) embeddings of the same M inputs."""
@@ -76,5 +72,11 @@ class Lesson:
         if embeddings.shape[0] != rows:
             raise ValueError(f"{embeddings.shape[0]} student embeddings for {rows} rows of teacher logits")
         cfg = self.config
-        targets = F.softmax(self.teacher_logits.float() / cfg.temperature, dim=-1)
-        return SoftTargets(embeddings.detach().float(), targets, cfg.temperature, cfg.weight)
+        return SoftTargets(embeddings.detach().float(), self._targets(), cfg.temperature, cfg.weight)
+
+    def _targets(self, rows: slice = slice(None), classes=None) -> torch.Tensor:
+        """softmax(teacher / T) of the teacher's `rows`, over its `classes` (all by default)."""
+        teacher = self.teacher_logits[rows].float()
+        if classes is not None:
+            teacher = teacher[:, torch.as_tensor(classes)]
+        return F.softmax(teacher / self.config.temperature, dim=-1)

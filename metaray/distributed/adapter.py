@@ -21,6 +21,7 @@ from metaray.data import DataRegistry, Episode, QAEpisode, TaskSpec
 from metaray.kinds import kind_of
 from metaray.models import HEADS, SharedBackbone
 from metaray.models.backbone import backbone_config, import_backbone, import_model_code
+from metaray.models.classifier import DISTILLED
 from metaray.models.finetune import finetune_scores
 from metaray.models.teacher import TeacherOutput
 from metaray.runtime import process_memory
@@ -138,7 +139,9 @@ class TaskAdapter:
             lr, scale = self.cfg.eval.finetune_lr, self.cfg.model.scale
             scores = finetune_scores(self.prompted.encoder, episode, steps, lr, scale, inner.views, spec.index)
             return EvalResult(spec, scores, time.perf_counter() - start)
-        taught = self._teacher_output(spec, episode)
+        # the teacher's labels serve the distilled head and the teacher's own score only
+        # (meta-validation with a teacher scores neither)
+        taught = self._teacher_output(spec, episode) if init is None or DISTILLED in heads else None
         lesson = Lesson(self.cfg.distill, taught.logits) if taught is not None else None
         if init is None:
             scores, support_seconds = self.prompted.score(None, episode, heads, inner, spec.index, lesson)
