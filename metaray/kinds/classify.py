@@ -31,6 +31,7 @@ class ClassifyKind(CorpusTasks):
     hugging_face = True  # its backbone can be shared through the object store
     # serving: the field examples and requests carry, the settings of its model and budget
     input_field, checkpoint_setting, budget_setting = "text", "checkpoint", "adapt"
+    distill_setting, teacher_example = "distill", "all-mpnet-base-v2"  # serving's teacher of this kind's tasks
 
     def check_backbone(self, cfg: ModelConfig, prompt: PromptConfig | None = None) -> None:
         check_backbone(cfg)

@@ -30,6 +30,7 @@ class ImageKind(CorpusTasks):
     )
     hugging_face = False  # EfficientNet-Lite and wrapped vision models: each actor loads its own
     input_field, checkpoint_setting, budget_setting = "image", "image_checkpoint", "image_adapt"
+    distill_setting, teacher_example = "image_distill", "efficientnet-lite2"  # serving's teacher of image tasks
 
     def check_backbone(self, cfg: ModelConfig, prompt: PromptConfig | None = None) -> None:
         """Fail fast (no weights read) where the backbone cannot load, or has no stages for

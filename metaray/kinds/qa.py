@@ -24,6 +24,7 @@ class QAKind(KindBase):
     rules = KindRules(own_methods=("instruction",), bf16=True, edits=True)  # edits: of the questions
     hugging_face = True
     input_field, checkpoint_setting, budget_setting = None, "qa_checkpoint", "qa_adapt"
+    distill_setting, teacher_example = None, None  # no teacher
 
     def check_backbone(self, cfg: ModelConfig, prompt: PromptConfig | None = None) -> None:
         check_backbone(cfg)

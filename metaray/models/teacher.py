@@ -9,6 +9,7 @@ task, so any encoder that gives embeddings of the task's inputs can teach any st
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -49,6 +50,14 @@ def check_teacher(cfg: ExperimentConfig, check=check_backbone, weights=weights_g
         )
 
 
+def cache_key(item):
+    """An input's key in the teacher's cache: itself, or a digest of a long one (a served
+    image's base64 is kilobytes; 50,000 of them would hold the images twice)."""
+    if not isinstance(item, str) or len(item) <= 256:
+        return item
+    return "#" + hashlib.blake2b(item.encode(), digest_size=16).hexdigest()
+
+
 @dataclass(frozen=True)
 class TeacherOutput:
     """One task's teacher: its query accuracy (%; NaN without queries, as a served task)
@@ -74,13 +83,15 @@ class Teacher:
         self.cache_size = cache_size
 
     def embed(self, texts) -> torch.Tensor:
-        """(N, D) embeddings of texts (or image ids), encoding only those not in the cache."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
-        for text, row in zip(missing, self.encoder.encode(missing, None), strict=True):
-            self.cache[text] = row
-        out = torch.stack([self.cache[t] for t in texts]) if len(texts) else torch.zeros(0, self.encoder.hidden_size)
-        for text in texts:
-            self.cache.move_to_end(text)
+        """(N, D) embeddings of texts (or image ids, or a served task's base64 images),
+        encoding only those not in the cache."""
+        keys = [cache_key(t) for t in texts]
+        missing = list({k: t for k, t in zip(keys, texts, strict=True) if k not in self.cache}.items())
+        for (key, _), row in zip(missing, self.encoder.encode([t for _, t in missing], None), strict=True):
+            self.cache[key] = row
+        out = torch.stack([self.cache[k] for k in keys]) if len(keys) else torch.zeros(0, self.encoder.hidden_size)
+        for key in keys:
+            self.cache.move_to_end(key)
         while len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
         return out

@@ -31,7 +31,6 @@ from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named
 from metaray.kinds.base import check_budget
 from metaray.runtime import process_memory
 from metaray.serving.api import api
-from metaray.serving.checks import taught
 from metaray.serving.store import TaskNotFound, TaskStore
 from metaray.serving.tasks import (
     SERVED_HEADS,
@@ -81,9 +80,11 @@ class ServeSettings:
     max_answer_batch: int = 8  # /answer requests batched into one generation pass
     max_image_bytes: int = 1_000_000  # per image (base64-decoded): larger is a 413
     # distillation: a teacher (distill.teacher, e.g. all-mpnet-base-v2) loaded beside each text
-    # classifier replica fits the head of a task that has unlabeled texts to its soft labels
+    # classifier replica fits the head of a task that has unlabeled texts to its soft labels;
+    # image_distill the same for image tasks (e.g. efficientnet-lite2 at image_size 260)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    max_unlabeled: int = 1000  # unlabeled texts per task (creation and feedback together): more is a 413
+    image_distill: DistillConfig = field(default_factory=DistillConfig)
+    max_unlabeled: int = 1000  # unlabeled inputs per task (creation and feedback together): more is a 413
 
     def __post_init__(self) -> None:
         if not (self.checkpoint or self.qa_checkpoint or self.image_checkpoint):
@@ -96,15 +97,36 @@ class ServeSettings:
             raise ConfigError(f"long_context must be one of {LONG_CONTEXT}, got {self.long_context!r}")
         for kind in (CLASSIFY, QA, IMAGE):
             check_budget(kind.name, kind.rules, kind.budget_setting, getattr(self, kind.budget_setting))
-        if self.distill.enabled and not (self.checkpoint and self.head == "probe"):
-            raise ConfigError(
-                f"distill.teacher={self.distill.teacher!r} fits the text classifier's linear head: set checkpoint "
-                "and head=probe, or unset distill.teacher"
-            )
+        for kind in (CLASSIFY, IMAGE):
+            check_teacher_setting(self, kind)
 
     def budget(self, kind: str) -> InnerConfig:
         """The adaptation budget of a task of `kind`."""
         return getattr(self, kind_named(kind).budget_setting)
+
+    def teacher(self, kind: str) -> DistillConfig | None:
+        """The distillation teacher of a task of `kind`; None where it has none."""
+        setting = kind_named(kind).distill_setting
+        teacher = getattr(self, setting) if setting else None
+        return teacher if teacher is not None and teacher.enabled else None
+
+
+def check_teacher_setting(settings: ServeSettings, kind) -> None:
+    """A served teacher fits a classifier's linear head on its inputs: refuse one without
+    the kind's checkpoint or with the prototype head, and an image side for a text teacher."""
+    setting, teacher = kind.distill_setting, getattr(settings, kind.distill_setting)
+    if not teacher.enabled:
+        return
+    if not (getattr(settings, kind.checkpoint_setting) and settings.head == "probe"):
+        raise ConfigError(
+            f"{setting}.teacher={teacher.teacher!r} fits the linear head of {kind.name} tasks: set "
+            f"{kind.checkpoint_setting} and head=probe, or unset {setting}.teacher"
+        )
+    if teacher.image_size and not kind.rules.pixels:
+        raise ConfigError(
+            f"{setting}.image_size={teacher.image_size} is an image teacher's input side, and {kind.name} tasks "
+            f"read texts; unset it (image_distill.image_size is the image teacher's)"
+        )
 
 
 def settings_from(args: dict) -> ServeSettings:
@@ -134,8 +156,9 @@ class Classifier:
 
     def __init__(self, settings: ServeSettings, kind: str = CLASSIFY.name) -> None:
         checkpoint = getattr(settings, kind_named(kind).checkpoint_setting)
-        distill = settings.distill if taught(kind) else None  # the served teacher reads texts
-        self.model = TaskClassifier(checkpoint, settings.budget(kind), settings.threads, kind, settings.head, distill)
+        self.model = TaskClassifier(
+            checkpoint, settings.budget(kind), settings.threads, kind, settings.head, settings.teacher(kind)
+        )
         self.load_task = task_loader(
             TaskStore(settings.store),
             settings.multiplex_capacity,

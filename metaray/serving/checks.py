@@ -2,7 +2,7 @@
 QA answers that are not spans of their contexts and images that cannot be decoded
 (`Unprocessable`)."""
 
-from metaray.kinds import KINDS, kind_named
+from metaray.kinds import KINDS
 from metaray.serving.errors import TooLarge, Unprocessable, too_large
 from metaray.serving.images import ImageError, decode_image
 
@@ -43,10 +43,3 @@ def check_examples(settings, kind: str, examples: list[dict]) -> None:
         check_texts(settings, [e["question"], e["answer"]], f"examples[{i}].question/answer")
         if e["answer"] not in e["context"]:
             raise Unprocessable(["examples", i, "answer"], "the answer must be a span of its context")
-
-
-def taught(kind: str) -> bool:
-    """Whether a served task of `kind` can be distilled: serving's teacher reads texts, so a
-    kind whose rules take a teacher and whose inputs are texts (images: evaluation only)."""
-    named = kind_named(kind)
-    return named.rules.distill and named.input_field == "text"

@@ -112,5 +112,5 @@ def export_task(config: dict, task_id: str, out: str) -> Path:
     task = store.read(task_id)
     if task.meta["kind"] != CLASSIFY.name:
         raise ConfigError(f"task {task_id!r} is a {task.meta['kind']} task; export writes classification tasks")
-    _, model_cfg, classifier = served_model(settings.checkpoint, CLASSIFY.name)
-    return export_peft(task, classifier.encoder, resolve_backbone(model_cfg).where, out)
+    _, cfg, classifier = served_model(settings.checkpoint, CLASSIFY.name)
+    return export_peft(task, classifier.encoder, resolve_backbone(cfg.model).where, out)

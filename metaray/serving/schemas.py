@@ -11,8 +11,9 @@ from metaray.serving.store import TASK_ID
 TaskId = Annotated[str, Field(pattern=f"^(?:{TASK_ID.pattern})$", description="letters, digits, '-', '_'; at most 64")]
 Text = Annotated[str, Field(min_length=1)]
 UNLABELED = (
-    "texts of the task without labels: a server with a distillation teacher (distill.teacher) fits the "
-    "task's head to the teacher's soft labels of them and of the examples (a 422 on a server without one)"
+    "inputs of the task without labels (texts; base64 images for an image task): a server with a distillation "
+    "teacher of the task's kind (distill.teacher, image_distill.teacher) fits the task's head to the teacher's "
+    "soft labels of them and of the examples (a 422 on a server without one)"
 )
 
 
@@ -58,6 +59,7 @@ class ImageTask(_LabelledTask):
 
     kind: Literal["image"]
     examples: list[LabelledImage] = Field(min_length=2)
+    unlabeled: list[Text] = Field(default=[], description=UNLABELED)
 
 
 class QATask(BaseModel):
@@ -78,7 +80,7 @@ class TaskInfo(BaseModel):
     version: int
     labels: list[str] = []
     examples: int
-    unlabeled: int = Field(default=0, description="unlabeled texts the task's head was distilled on")
+    unlabeled: int = Field(default=0, description="unlabeled inputs the task's head was distilled on")
     pending_feedback: int = 0
     metrics: dict = {}
     fallback_from: list[int] = Field(default=[], description="newer versions that could not be read (skipped)")
@@ -117,8 +119,11 @@ class ServerLimits(BaseModel):
     max_image_bytes: int
     max_body_bytes: int
     image_formats: list[str]
-    max_unlabeled: int = Field(description="unlabeled texts per task")
-    teacher: str = Field(description="the distillation teacher's backbone; empty: unlabeled texts are refused")
+    max_unlabeled: int = Field(description="unlabeled inputs per task")
+    teacher: str = Field(description="the text tasks' distillation teacher; empty: their unlabeled texts are refused")
+    image_teacher: str = Field(
+        default="", description="the image tasks' distillation teacher; empty: their unlabeled images are refused"
+    )
 
 
 class ClassifyBody(BaseModel):
@@ -149,7 +154,7 @@ class ClassifyResult(BaseModel):
 
 class FeedbackBody(BaseModel):
     """Corrected examples: labelled texts (or images) for a classification (image) task,
-    answered questions for a QA task; and, for a text task, unlabeled texts to distil on."""
+    answered questions for a QA task; and, for a classification task, unlabeled inputs to distil on."""
 
     examples: list[LabelledText] | list[LabelledImage] | list[QAExample] = []
     unlabeled: list[Text] = Field(default=[], description=UNLABELED)
@@ -157,7 +162,7 @@ class FeedbackBody(BaseModel):
     @model_validator(mode="after")
     def _something(self) -> FeedbackBody:
         if not (self.examples or self.unlabeled):
-            raise ValueError("send examples, unlabeled texts, or both")
+            raise ValueError("send examples, unlabeled inputs, or both")
         return self
 
 

@@ -15,9 +15,9 @@ import uuid
 import ray
 from ray import serve
 
-from metaray.kinds import KINDS, QA
+from metaray.kinds import KINDS, QA, kind_named
 from metaray.models import ContextTooLong
-from metaray.serving.checks import INPUT, check_examples, check_inputs, check_texts, taught
+from metaray.serving.checks import INPUT, check_examples, check_inputs, check_texts
 from metaray.serving.errors import Broken, Conflict, NotFound, NotServed, StoreFull, TooLarge, Unprocessable, too_large
 from metaray.serving.images import FORMATS as IMAGE_FORMATS
 from metaray.serving.schemas import (
@@ -86,8 +86,8 @@ class TaskService:
         self._model(body.kind)
         examples = [e.model_dump() for e in body.examples]
         too_large("examples", len(examples), self.settings.max_examples)
-        unlabeled = list(getattr(body, "unlabeled", []))  # text tasks only
-        self._check_unlabeled(body.kind, unlabeled, 0)
+        unlabeled = list(getattr(body, "unlabeled", []))  # classification tasks only
+        await self._check_unlabeled(body.kind, unlabeled, 0)
         await self._checked(check_examples, body.kind, examples)
         steps = None if body.steps is None else min(body.steps, self.settings.budget(body.kind).steps)
         task_id = body.id or uuid.uuid4().hex[:16]
@@ -163,6 +163,7 @@ class TaskService:
             image_formats=list(IMAGE_FORMATS),
             max_unlabeled=s.max_unlabeled,
             teacher=s.distill.teacher,
+            image_teacher=s.image_distill.teacher,
         )
 
     def delete(self, task_id: str) -> None:
@@ -259,7 +260,7 @@ class TaskService:
         pending, unlabeled = split_feedback(self._pending(task_id, meta).values()), list(body.unlabeled)
         total = len(meta["examples"]) + len(pending[0]) + len(examples)
         too_large("examples with feedback", total, self.settings.max_examples)
-        self._check_unlabeled(meta["kind"], unlabeled, len(meta.get("unlabeled", [])) + len(pending[1]))
+        await self._check_unlabeled(meta["kind"], unlabeled, len(meta.get("unlabeled", [])) + len(pending[1]))
         await self._checked(check_examples, meta["kind"], examples)
         try:
             entries = examples + [{UNLABELED: text} for text in unlabeled]
@@ -371,7 +372,7 @@ class TaskService:
 
     async def _adapt(self, kind: str, examples: list[dict], steps: int | None, unlabeled=()) -> tuple[dict, dict]:
         """φ (and, for classification, prototypes and the linear head, distilled where the
-        task has unlabeled texts) from the examples, on the kind's model."""
+        task has unlabeled inputs) from the examples, on the kind's model."""
         if kind not in INPUT:  # question answering: (context, question, answer) examples
             return await self._model(kind).adapt.remote(examples, steps)
         inputs, labels = [e[INPUT[kind]] for e in examples], [e["label"] for e in examples]
@@ -379,27 +380,30 @@ class TaskService:
             return await self._model(kind).adapt.remote(inputs, labels, steps, list(unlabeled))
         return await self._model(kind).adapt.remote(inputs, labels, steps)
 
-    def _check_unlabeled(self, kind: str, texts: list[str], held: int) -> None:
-        """Unlabeled texts: for a text classification task (a kind whose rules take a teacher,
-        and whose inputs are texts: serving's teacher reads texts), on a server with a
-        teacher, within `max_unlabeled` with the `held` ones the task has, each within
-        `max_text_chars`."""
-        if not texts:
+    async def _check_unlabeled(self, kind: str, inputs: list[str], held: int) -> None:
+        """Unlabeled inputs: for a classification task (texts or images) on a server with a
+        teacher of its kind (`ServeSettings.teacher`), within `max_unlabeled` with the `held`
+        ones the task has, each within `max_text_chars` or decodable within `max_image_bytes`."""
+        if not inputs:
             return
-        if not taught(kind):
-            msg = f"unlabeled texts are for text classification tasks, and this is a {kind} task"
+        if kind not in INPUT:
+            msg = f"unlabeled inputs are for classification tasks (texts or images), and this is a {kind} task"
             raise Unprocessable(["unlabeled"], msg)
-        if not self.settings.distill.enabled:
-            msg = "this server has no distillation teacher to label them: serve with distill.teacher=all-mpnet-base-v2"
+        if self.settings.teacher(kind) is None:
+            named = kind_named(kind)
+            msg = (
+                f"this server has no distillation teacher of {kind} tasks to label them: serve with "
+                f"{named.distill_setting}.teacher={named.teacher_example}"
+            )
             raise Unprocessable(["unlabeled"], msg)
-        too_large("unlabeled texts", held + len(texts), self.settings.max_unlabeled)
-        check_texts(self.settings, texts, "unlabeled")
+        too_large(f"unlabeled {INPUT[kind]}s", held + len(inputs), self.settings.max_unlabeled)
+        await self._checked(check_inputs, kind, inputs, "unlabeled")
 
 
-UNLABELED = "unlabeled"  # a feedback file's entry {UNLABELED: text} is a text without a label
+UNLABELED = "unlabeled"  # a feedback file's entry {UNLABELED: input} is an input without a label
 
 
 def split_feedback(batches) -> tuple[list[dict], list[str]]:
-    """(labelled examples, unlabeled texts) of feedback files' entries, in order."""
+    """(labelled examples, unlabeled inputs) of feedback files' entries, in order."""
     entries = [e for batch in batches for e in batch]
     return [e for e in entries if UNLABELED not in e], [e[UNLABELED] for e in entries if UNLABELED in e]

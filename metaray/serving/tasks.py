@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from metaray.checkpoint import CheckpointError, load_checkpoint
-from metaray.config import ModelConfig, experiment_from_dict
+from metaray.config import ExperimentConfig, experiment_from_dict
 from metaray.core import InnerConfig, LinearHead, adapt, cosine_logits, fit_linear_probe, prototypes
 from metaray.core.adapt import AdaptResult
 from metaray.core.distill import DistillConfig, Lesson
@@ -25,7 +25,6 @@ from metaray.core.heads import SoftTargets
 from metaray.data import Episode, QAEpisode, QAItem
 from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named, kind_of
 from metaray.models import ContextTooLong, PromptedClassifier, PromptedQA
-from metaray.models.teacher import Teacher, teacher_model_config
 from metaray.serving.images import decode_image
 from metaray.serving.store import CorruptTask, TaskVersion
 
@@ -66,8 +65,8 @@ def check_prompt_shape(task: TaskVersion, theta: torch.Tensor) -> None:
 
 def served_model(
     checkpoint: str, kind: str, pixels=None
-) -> tuple[torch.Tensor, ModelConfig, PromptedClassifier | PromptedQA]:
-    """(θ, the model config, the prompted model) of a meta-training checkpoint's latest
+) -> tuple[torch.Tensor, ExperimentConfig, PromptedClassifier | PromptedQA]:
+    """(θ, the run's config, the prompted model) of a meta-training checkpoint's latest
     round; a checkpoint of another task kind is refused by name. `pixels`: how an image
     model turns its inputs (base64 images, for serving) into pixels."""
     state, meta = load_checkpoint(checkpoint, "latest")
@@ -77,7 +76,7 @@ def served_model(
     task_kind = kind_of(cfg)
     return (
         state["meta_prompt"],
-        cfg.model,
+        cfg,
         task_kind.prompted_model(cfg, *task_kind.load_backbone(cfg.model), pixels=pixels),
     )
 
@@ -123,10 +122,10 @@ class TaskClassifier:
         decoded = functools.lru_cache(maxsize=1024)(lambda data: decode_image(data, MAX_BYTES))
         images = kind_named(kind) is IMAGE
         pixels = (lambda data: np.stack([decoded(i) for i in data])) if images else None
-        self.meta_prompt, model_cfg, self.classifier = served_model(checkpoint, kind, pixels)
+        self.meta_prompt, cfg, self.classifier = served_model(checkpoint, kind, pixels)
         self.inner, self.head, self.distill = inner, head, distill
-        teaches = distill is not None and distill.enabled
-        self.teacher = Teacher(teacher_model_config(model_cfg, distill.teacher)) if teaches else None
+        teaches = distill is not None and distill.enabled  # the teacher is loaded as evaluation loads it
+        self.teacher = kind_of(cfg).teacher(dataclasses.replace(cfg, distill=distill), pixels) if teaches else None
 
     def adapt(
         self, texts: list[str], labels: list[str], steps: int | None = None, unlabeled: Sequence[str] = ()
@@ -134,7 +133,7 @@ class TaskClassifier:
         """(tensors, metrics): φ after `steps` (default: the configured budget) inner steps
         from θ on the examples, the class prototypes under φ and (head `probe`) the linear
         head fitted on the examples' embeddings under φ, as `metaray eval`'s probe head;
-        with `unlabeled` texts, fitted to the teacher's soft labels of them and of the
+        with `unlabeled` inputs, fitted to the teacher's soft labels of them and of the
         examples too, as its `distilled` head."""
         episode = examples_episode(texts, labels)
         names = episode.label_names
@@ -153,12 +152,12 @@ class TaskClassifier:
         return tensors, _metrics(inner, result, start) | metrics
 
     def _soft_targets(self, episode: Episode, phi: torch.Tensor, support: torch.Tensor) -> SoftTargets | None:
-        """The teacher's soft labels of the examples and the unlabeled texts, for the
-        student's embeddings of them under φ; None for a task without unlabeled texts."""
+        """The teacher's soft labels of the examples and the unlabeled inputs, for the
+        student's embeddings of them under φ; None for a task without unlabeled inputs."""
         if not episode.unlabeled_inputs:
             return None
         if self.teacher is None:
-            raise ValueError("unlabeled texts need a distillation teacher: serve with distill.teacher set")
+            raise ValueError("unlabeled inputs need a distillation teacher: serve with distill.teacher set")
         lesson = Lesson(self.distill, self.teacher.label(episode).logits)
         return self.classifier.soft_targets(phi, episode, support, lesson)
 

@@ -53,6 +53,8 @@ class Server:
             f"image_checkpoint={checkpoints['image']}",
             "image_adapt.steps=3",
             "distill.teacher=all-MiniLM-L6-v2",  # a teacher already installed (bench/distill uses all-mpnet-base-v2)
+            "image_distill.teacher=efficientnet-lite0",  # the same, at its own side (bench/distill: Lite2 at 260)
+            "image_distill.image_size=64",
             "max_unlabeled=30",
         ]
         self.config = two_core_config(log.parent / "serve.yaml")

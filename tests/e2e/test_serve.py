@@ -128,9 +128,9 @@ def test_unlabeled_texts_distil_a_task_at_creation_and_in_feedback(server, corpu
     assert created.json()["metrics"]["distilled"] == {"teacher": "all-MiniLM-L6-v2", "unlabeled": 10}
     assert created.json()["unlabeled"] == 10
 
-    theta, model_cfg, classifier = served_model(str(server.checkpoints["classify"]), "classify")
+    theta, cfg, classifier = served_model(str(server.checkpoints["classify"]), "classify")
     episode = examples_episode([e["text"] for e in support], [e["label"] for e in support])
-    teacher = Teacher(teacher_model_config(model_cfg, "all-MiniLM-L6-v2"))
+    teacher = Teacher(teacher_model_config(cfg.model, "all-MiniLM-L6-v2"))
     taught = teacher.label(dataclasses.replace(episode, unlabeled_inputs=tuple(unlabeled[:10])))
     student = classifier.encoder.encode(list(episode.support_inputs) + unlabeled[:10], theta)
     soft = Lesson(DistillConfig(teacher="all-MiniLM-L6-v2"), taught.logits).soft_targets(student)
@@ -160,7 +160,7 @@ def test_unlabeled_texts_distil_a_task_at_creation_and_in_feedback(server, corpu
     too_many = server.post("/v1/tasks/taught/feedback", {"unlabeled": ["a text"] * 16}, headers=AUTH)
     assert too_many.status_code == 413 and "unlabeled texts: 31 is over the limit of 30" in too_many.text
     nothing = server.post("/v1/tasks/taught/feedback", {"examples": [], "unlabeled": []}, headers=AUTH)
-    assert nothing.status_code == 422 and "send examples, unlabeled texts, or both" in nothing.text
+    assert nothing.status_code == 422 and "send examples, unlabeled inputs, or both" in nothing.text
     assert requests.delete(f"{server.url}/v1/tasks/taught", headers=AUTH, timeout=10).status_code == 204
 
 
@@ -340,6 +340,50 @@ def test_image_tasks_classify_drawings_and_refuse_bad_images(server, drawing):
     one_label = {"kind": "image", "examples": support[:2]}
     assert "at least two labels" in server.post("/v1/tasks", one_label, headers=AUTH).text
     assert server.post("/v1/tasks/glyphs/classify", {"images": queries[:1]}).status_code == 200  # still serving
+
+
+def test_unlabeled_drawings_distil_an_image_task(server, drawing):
+    """An image task created with unlabeled drawings answers with the head the image
+    teacher (image_distill) taught, as the same settings' `TaskClassifier` computes it in
+    this process, not the plain probe; unlabeled drawings in feedback refresh it."""
+    from metaray.serving.app import settings_from
+    from metaray.serving.run import load_serve_config
+    from metaray.serving.tasks import ClassifyRequest, TaskClassifier
+
+    support = [{"image": drawing(c, k), "label": f"char{c}"} for c in (0, 1, 2) for k in (0, 1)]
+    unlabeled, queries = [drawing(c, k) for c in (0, 1, 2) for k in (2, 3, 4)], [drawing(c, 5) for c in (0, 1, 2)]
+    body = {"kind": "image", "examples": support, "unlabeled": unlabeled[:6], "steps": 0}
+    created = server.post("/v1/tasks", {**body, "id": "taught-glyphs"}, headers=AUTH)
+    assert created.status_code == 201, created.text
+    assert created.json()["metrics"]["distilled"] == {"teacher": "efficientnet-lite0", "unlabeled": 6}
+    plain = server.post("/v1/tasks", {**body, "id": "plain-glyphs", "unlabeled": []}, headers=AUTH)
+    assert plain.status_code == 201 and "distilled" not in plain.json()["metrics"], plain.text
+
+    settings = settings_from(load_serve_config(server.config, server.args)["args"])
+    local = TaskClassifier(str(server.checkpoints["image"]), settings.image_adapt, 1, "image", "probe",
+                           settings.image_distill)  # fmt: skip
+    labels = [e["label"] for e in support]
+    tensors, _ = local.adapt([e["image"] for e in support], labels, 0, unlabeled[:6])
+    expected = local.classify([ClassifyRequest("k", tensors, tuple(sorted(set(labels))), tuple(queries))])[0]
+
+    def scores(task_id: str) -> np.ndarray:
+        got = server.post(f"/v1/tasks/{task_id}/classify", {"images": queries})
+        assert got.status_code == 200, got.text
+        return np.array([[p["scores"][n] for n in sorted(set(labels))] for p in got.json()["predictions"]])
+
+    want = np.array([[row["scores"][n] for n in sorted(set(labels))] for row in expected])
+    np.testing.assert_allclose(scores("taught-glyphs"), want, atol=5e-3)  # float noise of other threads
+    assert np.abs(scores("taught-glyphs") - scores("plain-glyphs")).max() > 2e-2, "the distilled head is the plain one"
+
+    accepted = server.post("/v1/tasks/taught-glyphs/feedback", {"unlabeled": unlabeled[6:]}, headers=AUTH)
+    assert accepted.status_code == 202, accepted.text
+    deadline = time.time() + 120
+    while (info := requests.get(f"{server.url}/v1/tasks/taught-glyphs", timeout=10).json())["version"] < 2:
+        assert time.time() < deadline, "unlabeled feedback was not re-adapted"
+        time.sleep(1)
+    assert info["unlabeled"] == 9 and info["metrics"]["distilled"]["unlabeled"] == 9
+    for task_id in ("taught-glyphs", "plain-glyphs"):
+        assert requests.delete(f"{server.url}/v1/tasks/{task_id}", headers=AUTH, timeout=10).status_code == 204
 
 
 def test_image_tasks_take_multipart_uploads(server, drawing):

@@ -5,6 +5,7 @@ without a checkpoint for a kind), so what needs a model is refused as `NotServed
 import asyncio
 import inspect
 
+import numpy as np
 import pytest
 import torch
 from pydantic import TypeAdapter
@@ -14,6 +15,7 @@ from metaray.core.distill import DistillConfig
 from metaray.serving import errors
 from metaray.serving.api import STATUS
 from metaray.serving.app import ServeSettings
+from metaray.serving.images import encode_image
 from metaray.serving.schemas import AnswerBody, ClassifyBody, CreateTask, FeedbackBody
 from metaray.serving.service import TaskService
 
@@ -114,24 +116,46 @@ def test_a_read_whose_replica_is_lost_is_sent_again_a_bounded_number_of_times():
     assert len(tries) == 1
 
 
-def test_unlabeled_texts_need_a_text_task_and_a_teacher(service, tmp_path):
+def test_unlabeled_inputs_need_a_teacher_of_the_task_s_kind(service, tmp_path):
     stored(service, "words", "classify", ["a", "b"])
     stored(service, "pics", "image", ["a", "b"])
-    with pytest.raises(errors.Unprocessable, match="no distillation teacher to label them"):
+    stored(service, "reading", "qa", [])
+    with pytest.raises(errors.Unprocessable, match="no distillation teacher of classify tasks .* distill.teacher="):
         asyncio.run(service.feedback("words", FeedbackBody(unlabeled=["an unlabeled text"])))
     taught = TaskService(
         ServeSettings(checkpoint="runs/unused", store=str(tmp_path / "tasks"), distill=DistillConfig(teacher="t")), {}
     )
-    with pytest.raises(errors.Unprocessable, match="for text classification tasks, and this is a image task"):
-        asyncio.run(taught.feedback("pics", FeedbackBody(unlabeled=["a text"])))
-    with pytest.raises(ValueError, match="send examples, unlabeled texts, or both"):
+    with pytest.raises(errors.Unprocessable, match="no distillation teacher of image tasks .* image_distill.teacher="):
+        asyncio.run(taught.feedback("pics", FeedbackBody(unlabeled=["aGVsbG8="])))
+    with pytest.raises(errors.Unprocessable, match="for classification tasks .* and this is a qa task"):
+        asyncio.run(taught.feedback("reading", FeedbackBody(unlabeled=["a text"])))
+    with pytest.raises(ValueError, match="send examples, unlabeled inputs, or both"):
         FeedbackBody(examples=[], unlabeled=[])
     assert service.store.feedback("words") == {} and taught.store.feedback("pics") == {}, "a refusal stored feedback"
 
 
-def test_a_teacher_is_served_for_the_text_classifier_s_linear_head():
+def test_an_image_teacher_s_unlabeled_images_are_decoded_before_anything_is_stored(tmp_path):
+    settings = ServeSettings(
+        image_checkpoint="runs/unused", store=str(tmp_path / "tasks"), image_distill=DistillConfig(teacher="t")
+    )
+    taught = TaskService(settings, {})
+    stored(taught, "pics", "image", ["a", "b"])
+    with pytest.raises(errors.Unprocessable, match=r"unlabeled\[1\]: not a decodable image"):
+        blank = encode_image(np.zeros((8, 8), dtype=np.uint8))
+        asyncio.run(taught.feedback("pics", FeedbackBody(unlabeled=[blank, "aGVsbG8="])))
+    assert taught.store.feedback("pics") == {}, "a refusal stored feedback"
+
+
+def test_a_teacher_is_served_for_its_kind_s_linear_head():
     teacher = DistillConfig(teacher="all-mpnet-base-v2")
-    with pytest.raises(ConfigError, match="fits the text classifier's linear head"):
+    with pytest.raises(ConfigError, match="fits the linear head of classify tasks: set checkpoint"):
         ServeSettings(qa_checkpoint="runs/qa", distill=teacher)
-    with pytest.raises(ConfigError, match="fits the text classifier's linear head"):
+    with pytest.raises(ConfigError, match="fits the linear head of classify tasks"):
         ServeSettings(checkpoint="runs/x", head="proto", distill=teacher)
+    with pytest.raises(ConfigError, match="fits the linear head of image tasks: set image_checkpoint"):
+        ServeSettings(checkpoint="runs/x", image_distill=DistillConfig(teacher="efficientnet-lite2"))
+    with pytest.raises(ConfigError, match="distill.image_size=260 is an image teacher's input side"):
+        ServeSettings(checkpoint="runs/x", distill=DistillConfig(teacher="all-mpnet-base-v2", image_size=260))
+    image = DistillConfig(teacher="efficientnet-lite2", image_size=260)
+    served = ServeSettings(checkpoint="runs/x", image_checkpoint="runs/y", distill=teacher, image_distill=image)
+    assert served.teacher("classify") is teacher and served.teacher("image") is image and served.teacher("qa") is None
