@@ -9,22 +9,26 @@ import torch
 
 from metaray.config import load_config
 from metaray.distributed import RayRunner, preflight
+from metaray.distributed.runners import LocalRunner
 
 pytestmark = pytest.mark.integration
 
 
 def one_round(cfg, kill_after: float | None) -> torch.Tensor:
-    runner = RayRunner(cfg)
+    """θ after one round: on actors, the first killed `kill_after` s into it; or, with
+    None, in this process (test_training shows actors give the same θ)."""
+    local = kill_after is None
+    runner = LocalRunner(cfg) if local else RayRunner(cfg)
     try:
         runner.start(runner.init_prompt())
-        ray.get([a.backbone_digest.remote() for a in runner.actors])  # both actors up
         sampler = preflight(cfg)
-        if kill_after is not None:
+        if not local:
+            ray.get([a.backbone_digest.remote() for a in runner.actors])  # both actors up
             killer = threading.Timer(kill_after, lambda: ray.kill(runner.actors[0], no_restart=False))
             killer.start()
         start = time.perf_counter()
         runner.round([sampler.spec(i) for i in range(cfg.meta.meta_batch_size)])
-        assert kill_after is None or time.perf_counter() - start > kill_after, "round ended before the kill"
+        assert local or time.perf_counter() - start > kill_after, "round ended before the kill"
         return runner.meta_prompt()
     finally:
         runner.shutdown()

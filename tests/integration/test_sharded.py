@@ -40,7 +40,9 @@ def metrics(out: Path) -> dict:
     return json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
 
 
-@pytest.fixture(scope="module", params=["reptile", "fomaml"])
+# FOMAML: its outer step is the query gradient; Reptile's sharded round (θ − φ) is
+# test_qa_training's, on the QA kind (each about 50 s: CI's time is kept for one each)
+@pytest.fixture(scope="module", params=["fomaml"])
 def runs(request, data_dir, tmp_path_factory, ray_local):
     """One round in each mode on the same tasks and seeds; the sharded run's partition
     report and backbone digests before and after."""
