@@ -3,6 +3,7 @@
     python bench/scale.py                          # points 0 160 640 2560 (~2 h on 2 cores)
     python bench/scale.py --points 0 160 640       # stop earlier; a later call with more points
                                                    # resumes the same run (bit-identical) and adds them
+    python bench/scale.py --kind image             # images: bench/deep_image's FOMAML, depth 8
 
 The method is the one bench/headmatched selects on meta-validation: r2d2 without the
 consistency term (configs/intents-r2d2.yaml with meta.consistency=0: CLINC150 7 domains +
@@ -20,6 +21,14 @@ linear probe on the same tasks. Every point records the cumulative meta-training
 wall-clock, the actors, and the tasks per hour; the JSON's `projection` converts the
 x-axis to hours for larger clusters with bench/results/scaling.json's efficiencies.
 Writes bench/results/scale.json and bench/results/scale.png after each point.
+
+`--kind image`: bench/deep_image's method, FOMAML (Adam outer step 0.005) on
+configs/omniglot-background.yaml (the deep visual prompt, depth 8; 5-way 1-shot tasks of
+the 23 meta-train alphabets with rotations), meta-validated on its 2 alphabets every 20
+rounds; scored on the 5 held-out alphabets, 5-way and 20-way 1-shot (`--episodes`
+episodes each, 5 queries per class), the probe head at 0 steps, paired per episode with
+the linear probe on the frozen features. Point 0 is the prompt at its init (random
+pixels, zero maps). Writes bench/results/scale-image.json and .png.
 """
 
 from __future__ import annotations
@@ -29,10 +38,12 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import deep_image
+import headmatched
 import ray
-from headmatched import CONFIG, SETTINGS
 
 from metaray.checkpoint import load_checkpoint, resolve_checkpoint
 from metaray.config import load_config
@@ -41,23 +52,68 @@ from metaray.eval import evaluate, paired_difference, write_result
 from metaray.plots import figure, png
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = ("meta.consistency=0", "meta.eval_every=20")
 RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One kind's curve: its config and training overrides, the meta-learned method (and
+    θ₀'s eval method), the held-out settings, and where the run and the results go."""
+
+    label: str
+    config: Path
+    train: tuple[str, ...]
+    method: str
+    init: str
+    settings: dict[str, list[str]]
+    run: str
+    out: str
+
+
+CURVES = {
+    "classify": Curve(
+        "r2d2 (meta.consistency=0)",
+        headmatched.CONFIG,
+        ("meta.consistency=0", "meta.eval_every=20"),
+        "r2d2",
+        "vocab",
+        headmatched.SETTINGS,
+        "runs/scale-r2d2",
+        "scale.json",
+    ),
+    "image": Curve(
+        "fomaml, prompt.depth 8 (bench/deep_image)",
+        deep_image.CONFIG,
+        (*deep_image.TRAIN, "meta.eval_every=20"),
+        "fomaml",
+        "random",
+        deep_image.SETTINGS,
+        "runs/scale-image",
+        "scale-image.json",
+    ),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--kind", choices=list(CURVES), default="classify")
     parser.add_argument("--points", nargs="*", type=int, default=[0, 160, 640, 2560], help="meta-training tasks seen")
-    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--episodes", type=int, default=200, help="episodes of the 5-way 1-shot settings")
-    parser.add_argument("--run", default="runs/scale-r2d2", help="the meta-training run folder")
-    parser.add_argument("--out", default=str(RESULTS / "scale.json"))
+    parser.add_argument("--settings", nargs="*", help="the held-out settings (default: all of the kind's)")
+    parser.add_argument("--episodes", type=int, default=200, help="episodes of the episodic settings")
+    parser.add_argument("--run", help="the meta-training run folder (default: the kind's)")
+    parser.add_argument("--out", help="the JSON (default: bench/results/scale.json, scale-image.json)")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
     args = parser.parse_args()
     command = "python " + shlex.join(sys.argv)
-    path = Path(args.out)
+    curve = CURVES[args.kind]
+    args.curve, args.run = curve, args.run or curve.run
+    args.settings = args.settings or list(curve.settings)
+    unknown = set(args.settings) - set(curve.settings)
+    if unknown:
+        parser.error(f"--settings {sorted(unknown)}: the {args.kind} curve has {list(curve.settings)}")
+    path = Path(args.out or RESULTS / curve.out)
     out: dict = json.loads(path.read_text()) if path.is_file() else {}
-    out.update(method="r2d2 (meta.consistency=0)", train_overrides=list(TRAIN), run=args.run)
+    out.update(method=curve.label, train_overrides=list(curve.train), run=args.run)
     out.setdefault("baseline", {})
     out.setdefault("points", {})
     ray.init(address="local", num_cpus=2, include_dashboard=False)
@@ -69,14 +125,14 @@ def main() -> None:
         if str(n) in out["points"]:
             continue
         point = {"tasks": n, **meta_train(args, n, out)}
-        thetas = {"selected": "vocab"} if n == 0 else checkpoints(args.run)
+        thetas = {"selected": args.curve.init} if n == 0 else checkpoints(args.run)
         point["theta"] = thetas
         point["settings"] = {}
         for setting in args.settings:
             scored = {}
             for which, theta in thetas.items():
                 reuse = next((w for w in scored if thetas[w] == theta), None)
-                scored[which] = scored[reuse] if reuse else score(args, setting, *method_of(theta))
+                scored[which] = scored[reuse] if reuse else score(args, setting, *method_of(args.curve, theta))
             point["settings"][setting] = {w: summarise(cell, out["baseline"][setting]) for w, cell in scored.items()}
         out["points"][str(n)] = point
         out["projection"] = projection(out)
@@ -88,7 +144,8 @@ def main() -> None:
 def meta_train(args, n: int, out: dict) -> dict:
     """Continue the run to n tasks (from its latest checkpoint); the segment's wall-clock
     and the cumulative meta-training time to this point."""
-    cfg = load_config(CONFIG, [*TRAIN, f"output.dir={args.run}", *args.overrides])
+    curve = args.curve
+    cfg = load_config(curve.config, [*curve.train, f"output.dir={args.run}", *args.overrides])
     b = cfg.meta.meta_batch_size
     if n % b:
         raise SystemExit(f"--points: {n} is not a multiple of meta.meta_batch_size={b}")
@@ -97,7 +154,8 @@ def meta_train(args, n: int, out: dict) -> dict:
         raise SystemExit(f"{args.run} is already at {done * b} tasks, past the point {n}: pass a fresh --run")
     seconds = 0.0
     if n > done * b:
-        cfg = load_config(CONFIG, [*TRAIN, f"output.dir={args.run}", f"meta.rounds={n // b}", *args.overrides])
+        rounds = f"meta.rounds={n // b}"
+        cfg = load_config(curve.config, [*curve.train, f"output.dir={args.run}", rounds, *args.overrides])
         start = time.perf_counter()
         train(cfg, resume=done > 0)
         seconds = time.perf_counter() - start
@@ -116,9 +174,9 @@ def checkpoints(run: str) -> dict[str, str]:
     return {"selected": resolve_checkpoint(run, "best"), "last": resolve_checkpoint(run, "latest")}
 
 
-def method_of(theta: str) -> tuple[str, str | None]:
-    """(eval method, checkpoint): θ₀ is the vocabulary init, anything else a checkpoint."""
-    return ("vocab", None) if theta == "vocab" else ("r2d2", theta)
+def method_of(curve: Curve, theta: str) -> tuple[str, str | None]:
+    """(eval method, checkpoint): θ₀ is the curve's init method, anything else a checkpoint."""
+    return (curve.init, None) if theta == curve.init else (curve.method, theta)
 
 
 def score(args, setting: str, method: str, checkpoint: str | None) -> dict:
@@ -126,8 +184,8 @@ def score(args, setting: str, method: str, checkpoint: str | None) -> dict:
     chosen = [f"eval.methods=[{method}]", "eval.steps=[0]"]
     if checkpoint:
         chosen.append(f"eval.checkpoints={{{method}: {checkpoint}}}")
-    extra = [*SETTINGS[setting], f"eval.episodes={args.episodes}", *chosen, *args.overrides]
-    cfg = load_config(CONFIG, extra)
+    extra = [*args.curve.settings[setting], f"eval.episodes={args.episodes}", *chosen, *args.overrides]
+    cfg = load_config(args.curve.config, extra)
     runner = RayRunner(cfg)
     try:
         result = evaluate(cfg, runner)
