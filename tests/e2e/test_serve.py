@@ -36,6 +36,18 @@ def examples(corpus, classes, per_class, skip=0):
     ]
 
 
+def fed_back(server, task_id: str, body: dict) -> dict:
+    """Feedback accepted (202), then the task's info once it has re-adapted to version 2
+    (at most 120 s)."""
+    accepted = server.post(f"/v1/tasks/{task_id}/feedback", body, headers=AUTH)
+    assert accepted.status_code == 202, accepted.text
+    deadline = time.time() + 120
+    while (info := requests.get(f"{server.url}/v1/tasks/{task_id}", timeout=10).json())["version"] < 2:
+        assert time.time() < deadline, f"feedback to {task_id!r} was not re-adapted"
+        time.sleep(1)
+    return info
+
+
 def test_task_lifecycle_feedback_and_restart(server, corpus):
     classes = [0, 1, 2, 3, 4]
     support = examples(corpus, classes, 2)
@@ -52,12 +64,7 @@ def test_task_lifecycle_feedback_and_restart(server, corpus):
     wrong = [(p["score"], e) for p, e in zip(got, held_out, strict=False) if p["label"] != e["label"]]
     assert wrong, "every held-out text was right: this test needs a wrong one"
     _, fix = min(wrong, key=lambda w: w[0])
-    accepted = server.post("/v1/tasks/bank/feedback", {"examples": [fix]}, headers=AUTH)
-    assert accepted.status_code == 202, accepted.text
-    deadline = time.time() + 120
-    while requests.get(f"{server.url}/v1/tasks/bank", timeout=10).json()["version"] < 2:
-        assert time.time() < deadline, "feedback was not re-adapted"
-        time.sleep(1)
+    fed_back(server, "bank", {"examples": [fix]})
     after = server.post("/v1/tasks/bank/classify", {"texts": [fix["text"]]}).json()
     assert after["version"] == 2 and after["predictions"][0]["label"] == fix["label"]
 
@@ -148,12 +155,7 @@ def test_unlabeled_texts_distil_a_task_at_creation_and_in_feedback(server, corpu
     np.testing.assert_allclose(got, expected.numpy(), atol=5e-3)
     assert np.abs(got - plain.numpy()).max() > 2e-2, "the distilled head is the plain probe here"
 
-    accepted = server.post("/v1/tasks/taught/feedback", {"unlabeled": unlabeled[10:]}, headers=AUTH)
-    assert accepted.status_code == 202, accepted.text
-    deadline = time.time() + 120
-    while (info := requests.get(f"{server.url}/v1/tasks/taught", timeout=10).json())["version"] < 2:
-        assert time.time() < deadline, "unlabeled feedback was not re-adapted"
-        time.sleep(1)
+    info = fed_back(server, "taught", {"unlabeled": unlabeled[10:]})
     assert info["unlabeled"] == 15 and info["examples"] == len(support)
     assert info["metrics"]["distilled"]["unlabeled"] == 15
 
@@ -301,11 +303,7 @@ def test_question_answering_tasks_answer_refuse_long_contexts_and_take_feedback(
     assert wrong.status_code == 422 and "answer" in wrong.text
 
     fix = {**short, "answer": "The Broncos"}
-    assert server.post("/v1/tasks/sb50/feedback", {"examples": [fix]}, headers=AUTH).status_code == 202
-    deadline = time.time() + 120
-    while (info := requests.get(f"{server.url}/v1/tasks/sb50", timeout=10).json())["version"] < 2:
-        assert time.time() < deadline, "QA feedback was not re-adapted"
-        time.sleep(1)
+    info = fed_back(server, "sb50", {"examples": [fix]})
     assert info["examples"] == 4 and server.post("/v1/tasks/sb50/answer", short).json()["version"] == 2
 
 
@@ -375,12 +373,7 @@ def test_unlabeled_drawings_distil_an_image_task(server, drawing):
     np.testing.assert_allclose(scores("taught-glyphs"), want, atol=5e-3)  # float noise of other threads
     assert np.abs(scores("taught-glyphs") - scores("plain-glyphs")).max() > 2e-2, "the distilled head is the plain one"
 
-    accepted = server.post("/v1/tasks/taught-glyphs/feedback", {"unlabeled": unlabeled[6:]}, headers=AUTH)
-    assert accepted.status_code == 202, accepted.text
-    deadline = time.time() + 120
-    while (info := requests.get(f"{server.url}/v1/tasks/taught-glyphs", timeout=10).json())["version"] < 2:
-        assert time.time() < deadline, "unlabeled feedback was not re-adapted"
-        time.sleep(1)
+    info = fed_back(server, "taught-glyphs", {"unlabeled": unlabeled[6:]})
     assert info["unlabeled"] == 9 and info["metrics"]["distilled"]["unlabeled"] == 9
     for task_id in ("taught-glyphs", "plain-glyphs"):
         assert requests.delete(f"{server.url}/v1/tasks/{task_id}", headers=AUTH, timeout=10).status_code == 204
