@@ -214,11 +214,8 @@ def machine_description() -> str:
 
 
 def write_result(result: dict, location: str | Path, command: str) -> None:
-    """JSON with the command, machine and date beside every figure."""
-    result = {
-        "command": command,
-        "machine": machine_description(),
-        "date": time.strftime("%Y-%m-%d"),
-        **result,
-    }
+    """JSON with the command, machine and date beside every figure: this run's, also where
+    `result` holds an earlier run's (a bench that adds to its earlier results)."""
+    provenance = {"command": command, "machine": machine_description(), "date": time.strftime("%Y-%m-%d")}
+    result = {**provenance, **{k: v for k, v in result.items() if k not in provenance}}
     write_text(location, json.dumps(result, indent=2, default=str))
