@@ -66,7 +66,8 @@ class Server:
         `text_only`: without its QA and image models (it starts faster)."""
         other = copy.copy(self)
         if text_only:
-            other.args = [a for a in self.args if not a.startswith(("qa_checkpoint=", "image_checkpoint="))]
+            others = ("qa_checkpoint=", "image_checkpoint=", "image_distill.")  # the image teacher needs its model
+            other.args = [a for a in self.args if not a.startswith(others)]
         other.port, other.log, other.proc = free_port(), log, None
         other.url = f"http://127.0.0.1:{other.port}"
         return other
