@@ -42,6 +42,16 @@ HEAD_METHODS = ("r2d2",)  # meta-learned through a head fitted on the support (k
 TEXT_INITS = ("text", "vocab")  # prompt inits (and eval methods) from a vocabulary
 
 
+def check_teacher_side(kind: str, rules: KindRules, section: str, distill) -> None:
+    """Refuse a teacher's input side (`section`: distill, or a served teacher's setting)
+    for a kind that reads no images."""
+    require(
+        rules.pixels or not distill.image_size,
+        f"{section}.image_size={distill.image_size} is an image teacher's input side, and kind={kind} reads "
+        "no images; unset it",
+    )
+
+
 def check_budget(kind: str, rules: KindRules, section: str, inner: InnerConfig) -> None:
     """Refuse an adaptation budget (`section`: meta.inner, eval.inner, a served budget)
     `kind` cannot run: augmented copies it cannot make, a head it has not."""
@@ -129,11 +139,7 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
         f"distill.teacher={cfg.distill.teacher!r}: a teacher labels the inputs of a classifier head (kind=classify "
         f"or image), and kind={kind} has none; unset distill.teacher",
     )
-    require(
-        rules.pixels or not cfg.distill.image_size,
-        f"distill.image_size={cfg.distill.image_size} is an image teacher's input side, and kind={kind} reads "
-        "no images; unset it",
-    )
+    check_teacher_side(kind, rules, "distill", cfg.distill)
     require(
         not cfg.meta.distill or cfg.distill.enabled,
         f"meta.distill={cfg.meta.distill} weighs a teacher's soft labels in meta-training, but distill.teacher names "

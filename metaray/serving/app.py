@@ -28,7 +28,7 @@ from metaray.config import ConfigError, build
 from metaray.core import InnerConfig
 from metaray.core.distill import DistillConfig
 from metaray.kinds import CLASSIFY, IMAGE, QA, kind_named
-from metaray.kinds.base import check_budget
+from metaray.kinds.base import check_budget, check_teacher_side
 from metaray.runtime import process_memory
 from metaray.serving.api import api
 from metaray.serving.store import TaskNotFound, TaskStore
@@ -122,11 +122,7 @@ def check_teacher_setting(settings: ServeSettings, kind) -> None:
             f"{setting}.teacher={teacher.teacher!r} fits the linear head of {kind.name} tasks: set "
             f"{kind.checkpoint_setting} and head=probe, or unset {setting}.teacher"
         )
-    if teacher.image_size and not kind.rules.pixels:
-        raise ConfigError(
-            f"{setting}.image_size={teacher.image_size} is an image teacher's input side, and {kind.name} tasks "
-            f"read texts; unset it (image_distill.image_size is the image teacher's)"
-        )
+    check_teacher_side(kind.name, kind.rules, setting, teacher)
 
 
 def settings_from(args: dict) -> ServeSettings:

@@ -157,7 +157,10 @@ class TaskClassifier:
         if not episode.unlabeled_inputs:
             return None
         if self.teacher is None:
-            raise ValueError("unlabeled inputs need a distillation teacher: serve with distill.teacher set")
+            raise ValueError(
+                "unlabeled inputs need a distillation teacher of the task's kind: serve with distill.teacher "
+                "(texts) or image_distill.teacher (images) set"
+            )
         lesson = Lesson(self.distill, self.teacher.label(episode).logits)
         return self.classifier.soft_targets(phi, episode, support, lesson)
 

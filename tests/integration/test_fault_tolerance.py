@@ -8,8 +8,7 @@ import ray
 import torch
 
 from metaray.config import load_config
-from metaray.distributed import RayRunner, preflight
-from metaray.distributed.runners import LocalRunner
+from metaray.distributed import LocalRunner, RayRunner, preflight
 
 pytestmark = pytest.mark.integration
 
