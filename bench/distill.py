@@ -16,9 +16,9 @@ support set (`distill.teacher`). Students, on the served backbone all-MiniLM-L6-
 - r2d2: the meta-learned θ of `--checkpoint` (bench/headmatched's r2d2 without the
   consistency term), its probe at 0 prompt steps (the budget meta-validation selects).
 Each student's `distilled` head is its probe fitted to the teacher's soft labels (temperature
-T) of the support and of unlabeled texts of the task besides: up to `--unlabeled` (2000)
-texts of BANKING77's train file outside the support (77-way), or 50 other texts of the
-episode's classes (5-way). The distilled student answers at the student's cost.
+T) of the support and of every unlabeled text of the task besides (at most `--unlabeled`):
+BANKING77's train file outside the support (77-way, about 10,000), or the other test texts
+of the episode's classes (5-way, 145). The distilled student answers at the student's cost.
 
 1. Selection (never on BANKING77): T on HINT3 sofmattress (21-way 5-shot, support from its
    train file, 3 draws), the linear probe's distilled head.
@@ -69,8 +69,8 @@ KINDS = {
         "selection": ["eval.target=hint3/sofmattress/test", "eval.shots=[5]", "eval.query_per_class=0"],
         "settings": {
             "banking77-full": [],
-            # up to 50 unlabeled texts of the episode's 5 classes (10 each, as many as its queries)
-            "banking77-5way": ["eval.protocol=episodes", "eval.shots=[1]", "eval.q_query=10", "distill.unlabeled=50"],
+            # the unlabeled texts: the 29 other test texts of each of the episode's 5 classes
+            "banking77-5way": ["eval.protocol=episodes", "eval.shots=[1]", "eval.q_query=10"],
         },
         "out": "distill.json",
     },
@@ -94,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kind", choices=list(KINDS), default="classify")
     parser.add_argument("--temperatures", nargs="*", type=float, default=[1.0, 2.0, 4.0])
-    parser.add_argument("--unlabeled", type=int, default=2000, help="unlabeled inputs per full-protocol task, at most")
+    parser.add_argument("--unlabeled", type=int, default=100_000, help="unlabeled inputs per task, at most (default: all)")
     parser.add_argument("--episodes", type=int, default=200, help="episodes of the 5-way 1-shot settings")
     parser.add_argument("--settings", nargs="*", help="the settings to evaluate (default: all of the kind's)")
     parser.add_argument("--checkpoint", help="the student's meta-learned θ (default: the kind's)")
