@@ -94,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kind", choices=list(KINDS), default="classify")
     parser.add_argument("--temperatures", nargs="*", type=float, default=[1.0, 2.0, 4.0])
-    parser.add_argument("--unlabeled", type=int, default=100_000, help="unlabeled inputs per task, at most (default: all)")
+    parser.add_argument("--unlabeled", type=int, default=100_000, help="unlabeled inputs per task, at most: all")
     parser.add_argument("--episodes", type=int, default=200, help="episodes of the 5-way 1-shot settings")
     parser.add_argument("--settings", nargs="*", help="the settings to evaluate (default: all of the kind's)")
     parser.add_argument("--checkpoint", help="the student's meta-learned θ (default: the kind's)")

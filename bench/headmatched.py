@@ -133,12 +133,20 @@ def main() -> None:
 
 def keep_earlier(result: dict, earlier: dict, evaluated: list[str]) -> list[str]:
     """Put the variants an earlier evaluation of this setting scored, and this one did not,
-    beside this one's (the baselines are the same tasks and seeds); the variants shown."""
+    beside this one's where it scored the same tasks (its linear probe's per-task scores
+    are this one's; another `--episodes` is other tasks); the variants shown."""
     for shots, rows in earlier.get("settings", {}).items():
-        for name in VARIANTS:
-            if name not in evaluated and name in rows and shots in result["settings"]:
+        now = result["settings"].get(shots, {})
+        same = shots in result["settings"] and probe_values(rows) == probe_values(now)
+        for name in VARIANTS if same else ():
+            if name not in evaluated and name in rows:
                 result["settings"][shots][name] = rows[name]
     return [name for name in VARIANTS if any(name in rows for rows in result["settings"].values())]
+
+
+def probe_values(rows: dict) -> list | None:
+    """The linear probe's per-task accuracies in a setting's rows (None: not scored)."""
+    return rows.get("linear_probe", {}).get("heads", {}).get("probe", {}).get("0", {}).get("values")
 
 
 def paired(result: dict, variants: list[str]) -> dict:
