@@ -4,6 +4,7 @@ intent data never seen in meta-training, with paired differences per support dra
     python bench/headmatched.py                          # train every variant, then evaluate (~80 min, 2 cores)
     python bench/headmatched.py --skip-train --episodes 50   # re-evaluate the runs/hm-* checkpoints
     python bench/headmatched.py --variants r2d2-deep         # one variant; the others' cells are kept
+    python bench/headmatched.py --backbone all-mpnet-base-v2 --variants r2d2-noconsistency  # another backbone
 
 Variants (configs/intents-r2d2.yaml: CLINC150 7 domains + SNIPS + HINT3 curekart and
 powerplay11 + TREC, 16/32/48-way 2+2-shot tasks, selected on the HINT3 sofmattress bot):
@@ -25,6 +26,10 @@ Settings (BANKING77 is never used for meta-training or selection):
   queries per class (770), each method's difference to the linear probe paired per draw;
 - banking77-5way: 5-way 1-shot episodes;
 - clinc150-within: CLINC150's held-out domains (travel, kitchen_and_dining), 5-way 1-shot.
+`--backbone` puts every variant and baseline on another frozen backbone (runs/hm-<run>-<backbone>,
+bench/results/headmatched-<backbone>.json) and pairs each variant with the served backbone's
+(all-MiniLM-L6-v2's) linear probe of headmatched.json as well: the same tasks, so the
+difference says whether the larger model's prompt beats what a user would serve today.
 Every prompted method is scored with both heads at 0 and 5 steps of prompt adaptation
 (the prototype loss of `eval.inner`); meta-validation selects θ at 0 steps with the
 probe head (the head-matched variants) or prototypes (multitask), so 0 steps is the
@@ -88,17 +93,21 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--episodes", type=int, default=200, help="episodes of the 5-way 1-shot settings")
+    parser.add_argument("--backbone", help="another frozen backbone for every method (default: the config's)")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
     args = parser.parse_args()
     command = "python " + shlex.join(sys.argv)
-    path = ROOT / "bench" / "results" / "headmatched.json"
+    tag = f"-{args.backbone}" if args.backbone else ""
+    args.overrides = [f"model.backbone={args.backbone}", *args.overrides] if args.backbone else args.overrides
+    served = ROOT / "bench" / "results" / "headmatched.json"
+    path = served.with_name(f"headmatched{tag}.json")
     out: dict = json.loads(path.read_text()) if path.is_file() else {}
     out.setdefault("training", {})
     out.setdefault("evaluations", {})
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     runs = {VARIANTS[name].run: VARIANTS[name].train for name in args.variants}
     for run, overrides in runs.items() if not args.skip_train else ():
-        cfg = load_config(CONFIG, [*overrides, f"output.dir=runs/hm-{run}", *args.overrides])
+        cfg = load_config(CONFIG, [*overrides, f"output.dir=runs/hm-{run}{tag}", *args.overrides])
         start = time.perf_counter()
         summary = train(cfg)
         out["training"][run] = {**summary, "seconds": time.perf_counter() - start, "command": command}
@@ -113,7 +122,7 @@ def main() -> None:
             result = evaluate(base, runner)
             for name in args.variants:
                 v = VARIANTS[name]
-                chosen = [f"eval.methods=[{v.method}]", f"eval.checkpoints={{{v.method}: runs/hm-{v.run}}}"]
+                chosen = [f"eval.methods=[{v.method}]", f"eval.checkpoints={{{v.method}: runs/hm-{v.run}{tag}}}"]
                 cfg = load_config(CONFIG, [*extra, *chosen, *v.test])
                 for shots, rows in evaluate(cfg, runner)["settings"].items():
                     result["settings"][shots][name] = rows[v.method]
@@ -121,13 +130,17 @@ def main() -> None:
             runner.shutdown()
         shown = keep_earlier(result, out["evaluations"].get(setting, {}), args.variants)
         result["paired_vs_linear_probe"] = paired(result, shown)
+        if tag and served.is_file():  # the served backbone's probe on the same tasks
+            probe = json.loads(served.read_text())["evaluations"].get(setting, {}).get("settings", {})
+            result["paired_vs_served_linear_probe"] = paired(result, shown, probe)
         out["evaluations"][setting] = {**result, "seconds": time.perf_counter() - start, "command": command}
         print(f"\n## {setting}\n{format_table(result)}", flush=True)
-        for shots, diffs in result["paired_vs_linear_probe"].items():
-            for name, by_step in diffs.items():
-                for step, d in by_step.items() if name in args.variants or name == "random" else ():
-                    diff = f"{d['mean']:+.2f} ± {d['ci95']:.2f} (n={d['n']})"
-                    print(f"{shots} {name} ({step} steps) - linear_probe: {diff}")
+        for key in ("paired_vs_linear_probe", "paired_vs_served_linear_probe"):
+            for shots, diffs in result.get(key, {}).items():
+                for name, by_step in diffs.items():
+                    for step, d in by_step.items() if name in args.variants or name == "random" else ():
+                        diff = f"{d['mean']:+.2f} ± {d['ci95']:.2f} (n={d['n']})"
+                        print(f"{shots} {name} ({step} steps) - {key.removeprefix('paired_vs_')}: {diff}")
         write_result(out, path, command)
 
 
@@ -149,12 +162,15 @@ def probe_values(rows: dict) -> list | None:
     return rows.get("linear_probe", {}).get("heads", {}).get("probe", {}).get("0", {}).get("values")
 
 
-def paired(result: dict, variants: list[str]) -> dict:
+def paired(result: dict, variants: list[str], probes: dict | None = None) -> dict:
     """Each variant's (and random-init prompt tuning's) probe-head accuracy after each
-    budget of prompt steps, minus the linear probe's, per task: mean and 95% interval."""
+    budget of prompt steps, minus the linear probe's (`probes`: another evaluation's rows
+    of the same tasks, by shot setting; default this one's), per task: mean and 95% interval."""
     out = {}
     for shots, rows in result["settings"].items():
-        probe = rows["linear_probe"]["heads"]["probe"]["0"]
+        if probe_values((probes or result["settings"]).get(shots, {})) is None:
+            continue
+        probe = (probes or result["settings"])[shots]["linear_probe"]["heads"]["probe"]["0"]
         cells = {name: rows[name]["heads"]["probe"] for name in [*variants, "random"] if name in rows}
         out[shots] = {
             name: {step: paired_difference(cell, probe) for step, cell in by_step.items()}
