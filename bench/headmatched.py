@@ -76,7 +76,9 @@ VARIANTS = {
     "multitask": Variant("multitask", "multitask", ("meta.algorithm=multitask",)),
     "r2d2-deep": Variant("r2d2", "r2d2-deep", ("prompt.depth=6",), ("prompt.depth=6",)),
     "r2d2-distill": Variant(
-        "r2d2", "r2d2-distill", ("meta.consistency=0", "meta.distill=1", "distill.teacher=all-mpnet-base-v2")
+        "r2d2",
+        "r2d2-distill",
+        ("meta.consistency=0", "meta.distill=1", "distill.teacher=all-mpnet-base-v2", "distill.temperature=2"),
     ),
 }
 SETTINGS = {

@@ -29,7 +29,7 @@ class DistillConfig:
     """The `distill` section: the teacher, and how its labels enter the student's head."""
 
     teacher: str = ""  # the teacher's backbone: a packaged name (all-mpnet-base-v2) or a folder; empty: off
-    temperature: float = 2.0  # T: the teacher's logits / T before the softmax
+    temperature: float = 1.0  # T: the teacher's logits / T before the softmax (bench/distill selects 1)
     weight: float = 1.0  # of the soft-label term beside the support's cross-entropy
     unlabeled: int = 0  # eval: unlabeled inputs per task (from the target's unused examples) the teacher labels
     image_size: int = 0  # an image teacher's input side (its own resolution); 0: the student's model.image_size

@@ -84,7 +84,7 @@ class ServeSettings:
     # image_distill the same for image tasks (e.g. efficientnet-lite2 at image_size 260)
     distill: DistillConfig = field(default_factory=DistillConfig)
     image_distill: DistillConfig = field(default_factory=DistillConfig)
-    max_unlabeled: int = 1000  # unlabeled inputs per task (creation and feedback together): more is a 413
+    max_unlabeled: int = 10_000  # unlabeled inputs per task (creation and feedback together): more is a 413
 
     def __post_init__(self) -> None:
         if not (self.checkpoint or self.qa_checkpoint or self.image_checkpoint):
