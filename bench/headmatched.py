@@ -106,6 +106,8 @@ def main() -> None:
     out: dict = json.loads(path.read_text()) if path.is_file() else {}
     out.setdefault("training", {})
     out.setdefault("evaluations", {})
+    # with --backbone: the served backbone's evaluations, whose probe scored the same tasks
+    served_rows = json.loads(served.read_text())["evaluations"] if tag and served.is_file() else None
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     runs = {VARIANTS[name].run: VARIANTS[name].train for name in args.variants}
     for run, overrides in runs.items() if not args.skip_train else ():
@@ -132,9 +134,9 @@ def main() -> None:
             runner.shutdown()
         shown = keep_earlier(result, out["evaluations"].get(setting, {}), args.variants)
         result["paired_vs_linear_probe"] = paired(result, shown)
-        if tag and served.is_file():  # the served backbone's probe on the same tasks
-            probe = json.loads(served.read_text())["evaluations"].get(setting, {}).get("settings", {})
-            result["paired_vs_served_linear_probe"] = paired(result, shown, probe)
+        if served_rows is not None:
+            probes = served_rows.get(setting, {}).get("settings", {})
+            result["paired_vs_served_linear_probe"] = paired(result, shown, probes)
         out["evaluations"][setting] = {**result, "seconds": time.perf_counter() - start, "command": command}
         print(f"\n## {setting}\n{format_table(result)}", flush=True)
         for key in ("paired_vs_linear_probe", "paired_vs_served_linear_probe"):
@@ -159,20 +161,25 @@ def keep_earlier(result: dict, earlier: dict, evaluated: list[str]) -> list[str]
     return [name for name in VARIANTS if any(name in rows for rows in result["settings"].values())]
 
 
+def probe_cell(rows: dict) -> dict | None:
+    """The linear probe's cell in a setting's rows (None: not scored)."""
+    return rows.get("linear_probe", {}).get("heads", {}).get("probe", {}).get("0")
+
+
 def probe_values(rows: dict) -> list | None:
     """The linear probe's per-task accuracies in a setting's rows (None: not scored)."""
-    return rows.get("linear_probe", {}).get("heads", {}).get("probe", {}).get("0", {}).get("values")
+    return (probe_cell(rows) or {}).get("values")
 
 
 def paired(result: dict, variants: list[str], probes: dict | None = None) -> dict:
     """Each variant's (and random-init prompt tuning's) probe-head accuracy after each
     budget of prompt steps, minus the linear probe's (`probes`: another evaluation's rows
     of the same tasks, by shot setting; default this one's), per task: mean and 95% interval."""
-    out = {}
+    out, against = {}, result["settings"] if probes is None else probes  # {}: no probe to pair with
     for shots, rows in result["settings"].items():
-        if probe_values((probes or result["settings"]).get(shots, {})) is None:
+        probe = probe_cell(against.get(shots, {}))
+        if probe is None:
             continue
-        probe = (probes or result["settings"])[shots]["linear_probe"]["heads"]["probe"]["0"]
         cells = {name: rows[name]["heads"]["probe"] for name in [*variants, "random"] if name in rows}
         out[shots] = {
             name: {step: paired_difference(cell, probe) for step, cell in by_step.items()}
