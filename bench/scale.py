@@ -48,7 +48,7 @@ import ray
 from metaray.checkpoint import load_checkpoint, resolve_checkpoint
 from metaray.config import load_config
 from metaray.distributed import RayRunner, train
-from metaray.eval import evaluate, paired_difference, write_result
+from metaray.eval import evaluate, machine_description, paired_difference, write_result
 from metaray.plots import figure, png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,9 +159,12 @@ def meta_train(args, n: int, out: dict) -> dict:
         start = time.perf_counter()
         train(cfg, resume=done > 0)
         seconds = time.perf_counter() - start
-    before = max((p["train_seconds_total"] for p in out["points"].values()), default=0.0)
+    # the time to reach `done`: a fresh run (runs/ lost) starts again from point 0's zero
+    before = max((p["train_seconds_total"] for p in out["points"].values() if p["tasks"] <= done * b), default=0.0)
     trained = n - done * b
     return {
+        "machine": machine_description(),
+        "date": time.strftime("%Y-%m-%d"),
         "actors": cfg.ray.num_actors,
         "segment_tasks": trained,
         "segment_seconds": seconds,
