@@ -15,6 +15,9 @@ powerplay11 + TREC, 16/32/48-way 2+2-shot tasks, selected on the HINT3 sofmattre
   the head-matched objective replaces);
 - r2d2-deep: r2d2 with a deep prompt (`prompt.depth=6`: the prompt positions' states
   replaced before every one of MiniLM's layers, P-tuning v2 style);
+- r2d2-pool: r2d2-noconsistency with prompts generated per input (`prompt.pool_size=8`: a
+  pool of 8 prompts with keys, each text's prompt their mix by its frozen embedding,
+  MetaPrompter-like);
 - r2d2-ridge-steps: r2d2's θ, its prompt adapted at test on the matched support loss
   (leave-one-out through the ridge head, `inner.loss=ridge`) instead of prototypes'.
 - r2d2-distill: r2d2-noconsistency meta-trained with a teacher (`meta.distill=1`,
@@ -75,6 +78,7 @@ VARIANTS = {
     "r2d2-noconsistency": Variant("r2d2", "r2d2-noconsistency", ("meta.consistency=0",)),
     "multitask": Variant("multitask", "multitask", ("meta.algorithm=multitask",)),
     "r2d2-deep": Variant("r2d2", "r2d2-deep", ("prompt.depth=6",), ("prompt.depth=6",)),
+    "r2d2-pool": Variant("r2d2", "r2d2-pool", ("meta.consistency=0", "prompt.pool_size=8"), ("prompt.pool_size=8",)),
     "r2d2-distill": Variant(
         "r2d2",
         "r2d2-distill",

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load, save
 
+from metaray.config import ConfigError, PromptConfig
 from metaray.errors import MetarayError
 from metaray.storage import RunStore, StorageError
 
@@ -122,3 +123,19 @@ def load_checkpoint(location: str | Path, which: str = "best") -> tuple[dict, di
         "round": meta["round"],
     }
     return state, meta
+
+
+SHAPE_SETTINGS = (("depth", 1), ("pool_size", 1))  # prompt settings that give θ another shape, and their defaults
+
+
+def check_prompt_shape(where: str, state: dict, meta: dict, prompt: PromptConfig) -> None:
+    """Refuse a checkpoint whose θ was meta-trained with another prompt.depth or
+    prompt.pool_size than `prompt` has, naming its shape and both settings."""
+    saved = meta.get("config", {}).get("prompt", {})
+    for key, default in SHAPE_SETTINGS:
+        was, now = saved.get(key, default), getattr(prompt, key)
+        if was != now:
+            raise ConfigError(
+                f"{where}: its θ, of shape {tuple(state['meta_prompt'].shape)}, was meta-trained with "
+                f"prompt.{key}={was}, and this config has prompt.{key}={now}; set prompt.{key}={was}"
+            )

@@ -111,6 +111,11 @@ class PromptConfig:
     # 1 .. d - 1 (P-tuning v2); images: adds a learnable map to the feature maps after
     # each of the backbone's first d - 1 stages (the CNN analogue of VPT-deep)
     depth: int = 1
+    # Prompts per input (kind: classify): n > 1 is a pool of n prompts with keys, each input's
+    # prompt their mix weighted by softmax(cosine(its frozen embedding, key) / pool_temperature)
+    # (MetaPrompter, Jiang et al. 2023; `metaray.models.prompt_pool`); 1: one prompt for all
+    pool_size: int = 1
+    pool_temperature: float = 0.1
     # A checkpoint (run folder, round folder or URI; a run's best) whose θ is θ₀ instead
     # of `init`: meta-learning warm-started from, e.g., a multitask prompt.
     warm_start: str = ""
@@ -118,6 +123,10 @@ class PromptConfig:
     def __post_init__(self) -> None:
         _check(self.length >= 1, "prompt.length must be >= 1")
         _check(self.depth >= 1, f"prompt.depth must be >= 1 (1: the input only), got {self.depth}")
+        _check(
+            self.pool_size >= 1, f"prompt.pool_size must be >= 1 (1: one prompt for every input), got {self.pool_size}"
+        )
+        _check(self.pool_temperature > 0, f"prompt.pool_temperature must be > 0, got {self.pool_temperature}")
         _check(self.init in PROMPT_INITS, f"prompt.init must be one of {PROMPT_INITS}, got {self.init!r}")
         _check(self.region in PROMPT_REGIONS, f"prompt.region must be one of {PROMPT_REGIONS}, got {self.region!r}")
 

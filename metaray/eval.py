@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metaray.checkpoint import load_checkpoint
+from metaray.checkpoint import check_prompt_shape, load_checkpoint
 from metaray.config import ConfigError, EvalConfig, ExperimentConfig
 from metaray.data import DataRegistry, TaskSpec
 from metaray.distributed.adapter import TEACHER_PREFIX, EvalResult
@@ -63,13 +63,7 @@ def preflight(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
             if method not in ev.checkpoints:
                 raise ConfigError(f"eval.methods has {method!r} but eval.checkpoints.{method} names no checkpoint")
             state, meta = load_checkpoint(ev.checkpoints[method])
-            saved = meta.get("config", {}).get("prompt", {}).get("depth", 1)
-            if saved != cfg.prompt.depth:
-                raise ConfigError(
-                    f"eval.checkpoints.{method}={ev.checkpoints[method]}: its θ, of shape "
-                    f"{tuple(state['meta_prompt'].shape)}, was meta-trained with prompt.depth={saved}, and this config "
-                    f"has prompt.depth={cfg.prompt.depth}; set prompt.depth={saved}"
-                )
+            check_prompt_shape(f"eval.checkpoints.{method}={ev.checkpoints[method]}", state, meta, cfg.prompt)
             inits[method] = state["meta_prompt"]
     return inits
 

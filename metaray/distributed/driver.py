@@ -16,7 +16,7 @@ from collections.abc import Callable
 import ray
 from tqdm.auto import tqdm
 
-from metaray.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from metaray.checkpoint import check_prompt_shape, load_checkpoint, resolve_checkpoint, save_checkpoint
 from metaray.config import ConfigError, ExperimentConfig, experiment_from_dict, to_dict
 from metaray.data import DataRegistry, TaskSampler, TaskSpec
 from metaray.distributed.runners import Runner, make_runner
@@ -104,6 +104,8 @@ RESUME_KEYS = (
     ("model", "prompt_position"),
     ("prompt", "length"),
     ("prompt", "depth"),
+    ("prompt", "pool_size"),
+    ("prompt", "pool_temperature"),
     ("data", "meta_train"),
     ("data", "n_way"),
     ("data", "k_shot"),
@@ -154,13 +156,14 @@ def start_prompt(runner: Runner, cfg: ExperimentConfig):
     theta = runner.init_prompt()
     if not cfg.prompt.warm_start:
         return theta
-    state, _ = load_checkpoint(cfg.prompt.warm_start)
+    state, meta = load_checkpoint(cfg.prompt.warm_start)
+    check_prompt_shape(f"prompt.warm_start={cfg.prompt.warm_start}", state, meta, cfg.prompt)
     warm = state["meta_prompt"]
     if warm.shape != theta.shape:
         raise ConfigError(
             f"prompt.warm_start={cfg.prompt.warm_start}: its prompt has shape {tuple(warm.shape)} (length, width), "
-            f"this run's has {tuple(theta.shape)}; use a checkpoint of the same backbone, prompt.length and "
-            "prompt.depth"
+            f"this run's has {tuple(theta.shape)}; use a checkpoint of the same backbone, prompt.length, "
+            "prompt.depth and prompt.pool_size"
         )
     return warm.to(theta.dtype)
 

@@ -35,6 +35,7 @@ class KindRules:
     edits: bool = False  # text edits (`inner.augment`) make the support's augmented copies
     synonyms: bool = False  # of them, synonyms from a sentence encoder's vocabulary (`augment.synonyms`)
     distill: bool = False  # a teacher's soft labels (`distill.teacher`) fit a distilled head
+    pool: bool = False  # prompts generated per input from a pool (`prompt.pool_size`)
 
 
 PROMPT_METHODS = ("random", "multitask", "reptile", "fomaml")
@@ -119,6 +120,7 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
         f"prompt.depth={cfg.prompt.depth}: deep prompts hook the backbone's layers, which sharded mode partitions; "
         "set prompt.depth=1 or sharded.enabled=false",
     )
+    check_pool(kind, rules, cfg)
     for section, inner in (("meta.inner", cfg.meta.inner), ("eval.inner", cfg.eval.inner)):
         check_budget(kind, rules, section, inner)
         require(
@@ -157,6 +159,27 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
     require(
         rules.sharded or not cfg.sharded.enabled,
         f"sharded mode partitions Hugging Face backbones; kind={kind} runs on actors",
+    )
+
+
+def check_pool(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
+    """Refuse a prompt pool (`prompt.pool_size` > 1) where it is not built: another kind, a
+    deep prompt, sharded mode."""
+    n = cfg.prompt.pool_size
+    if n == 1:
+        return
+    require(
+        rules.pool, f"prompt.pool_size={n}: prompts per input are built for kind=classify; set it to 1 for kind={kind}"
+    )
+    require(
+        cfg.prompt.depth == 1,
+        f"prompt.pool_size={n} mixes input prompts per text, and prompt.depth={cfg.prompt.depth} asks for prompts "
+        "inside the backbone; set one of them to 1",
+    )
+    require(
+        not cfg.sharded.enabled,
+        f"prompt.pool_size={n}: a pool weighs its prompts by a second, unprompted pass of the backbone, which sharded "
+        "mode's one pass per backward does not allow; set prompt.pool_size=1 or sharded.enabled=false",
     )
 
 

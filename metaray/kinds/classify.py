@@ -27,6 +27,7 @@ class ClassifyKind(CorpusTasks):
         edits=True,
         synonyms=True,
         distill=True,
+        pool=True,
     )
     hugging_face = True  # its backbone can be shared through the object store
     # serving: the field examples and requests carry, the settings of its model and budget
@@ -41,7 +42,10 @@ class ClassifyKind(CorpusTasks):
         return load_backbone(cfg)
 
     def prompted_model(self, cfg: ExperimentConfig, tokenizer, model, lockstep=False, pixels=None):
-        return PromptedClassifier(PromptedEncoder(cfg.model, tokenizer, model, cfg.prompt.depth))
+        p = cfg.prompt
+        return PromptedClassifier(
+            PromptedEncoder(cfg.model, tokenizer, model, p.depth, p.pool_size, p.pool_temperature)
+        )
 
 
 CLASSIFY = ClassifyKind()

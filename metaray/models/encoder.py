@@ -14,6 +14,10 @@ values those of a state: `metaray.serving.peft_export` writes them so). θ is (d
 the input prompt's rows first, then each layer's. Those rows start as the states the
 input prompt has at their layer in front of an empty text, so a deep θ₀ begins close
 to the shallow one.
+
+Prompts generated per input (`prompt.pool_size` n > 1, `metaray.models.prompt_pool`): θ
+is a pool of n input prompts with a key each, and every text reads its own mix of them,
+weighted by its frozen embedding's similarity to the keys (computed once per text and kept).
 """
 
 from __future__ import annotations
@@ -29,19 +33,28 @@ from metaray.core.augment import TextEdits, edited_copies
 from metaray.core.prompt import initial_prompt
 from metaray.models.backbone import load_backbone
 from metaray.models.deep import forward_hooks, hooks_lock, layer_hooks, prompted_layers, split_depth
+from metaray.models.prompt_pool import initial_keys, mixed_prompts
 from metaray.models.synonyms import EmbeddingNeighbours
+
+FROZEN_KEPT = 100_000  # texts whose unprompted embedding a pool keeps (about 150 MB at D = 384)
 
 
 class PromptedEncoder:
     """Sentence embeddings (N, D) from a frozen encoder with an optional soft prompt."""
 
-    def __init__(self, cfg: ModelConfig, tokenizer=None, model=None, depth: int = 1) -> None:
+    def __init__(
+        self, cfg: ModelConfig, tokenizer=None, model=None, depth: int = 1, pool_size: int = 1, temperature: float = 0.1
+    ) -> None:
         if model is None:
             tokenizer, model = load_backbone(cfg)
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.model = model
         self.depth = depth
+        if pool_size > 1 and depth > 1:
+            raise ValueError(f"a prompt pool mixes input prompts; pool_size={pool_size} takes depth 1, got {depth}")
+        self.pool_size, self.temperature = pool_size, temperature
+        self._frozen: dict[str, torch.Tensor] = {}  # text -> its embedding without a prompt (a pool's queries)
         self.layers = prompted_layers(model, cfg.backbone, depth)  # their input prompt states are replaced
         self._hooks = hooks_lock(bool(self.layers))
         self.embedding_table = model.get_input_embeddings().weight  # (V, D), frozen
@@ -62,6 +75,10 @@ class PromptedEncoder:
         prompted layer's rows: the input prompt's states at that layer before an empty text."""
         table = self.embedding_table.detach().cpu()
         theta = initial_prompt(cfg.init, cfg.length, table, self.token_ids(cfg.text), cfg.seed)
+        if self.pool_size > 1:  # each prompt of the pool drawn with its own seed, then the keys
+            ids, n = self.token_ids(cfg.text), self.pool_size
+            pool = [initial_prompt(cfg.init, cfg.length, table, ids, cfg.seed + i) for i in range(1, n)]
+            return torch.cat([theta, *pool, initial_keys(n, table.shape[1], cfg.seed)])
         if not self.layers:
             return theta
         return torch.cat([theta, *self._states_before_empty_text([theta])[1 : self.depth]])
@@ -82,12 +99,35 @@ class PromptedEncoder:
         return [states[0, k : k + p].float().cpu() for states in out.hidden_states]
 
     def embed(self, texts: list[str] | tuple[str, ...], prompt: torch.Tensor | None) -> torch.Tensor:
-        """(B, D) normalised embeddings; differentiable in `prompt` (depth·P, D)."""
-        out, pool_mask = self._forward(texts, split_depth(prompt, self.depth) if prompt is not None else [])
+        """(B, D) normalised embeddings; differentiable in `prompt` (depth·P, D; a pool's n·P + n)."""
+        out, pool_mask = self._forward(texts, self.prompt_parts(texts, prompt))
         states = out.last_hidden_state  # (B, P+T, D)
         weights = pool_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return F.normalize(pooled.float(), dim=-1).cpu()  # fp32 for the heads, whatever the backbone computes in
+
+    def prompt_parts(self, texts, prompt: torch.Tensor | None) -> list[torch.Tensor]:
+        """The prompt's parts for `texts`: none; its depth's (P, D) parts; or (a pool) each
+        text's own mixed input prompt, (B, P, D)."""
+        if prompt is None:
+            return []
+        if self.pool_size == 1:
+            return split_depth(prompt, self.depth)
+        return [mixed_prompts(prompt, self.pool_size, self.frozen_embeddings(texts), self.temperature)]
+
+    @torch.no_grad()
+    def frozen_embeddings(self, texts) -> torch.Tensor:
+        """(B, D) the texts' embeddings without a prompt, each computed once and kept (up to
+        FROZEN_KEPT texts): the queries a prompt pool weighs its prompts by."""
+        kept, fresh = self._frozen, {}  # another thread may start the store afresh: read this one
+        new = list(dict.fromkeys(t for t in texts if t not in kept))
+        if new:
+            fresh = dict(zip(new, self.embed(new, None), strict=True))
+            if len(kept) + len(fresh) > FROZEN_KEPT:
+                self._frozen = fresh
+            else:
+                kept.update(fresh)
+        return torch.stack([fresh[t] if t in fresh else kept[t] for t in texts])
 
     def _forward(self, texts, parts: list[torch.Tensor], **kwargs):
         """(the backbone's output, the pooling mask) for `texts` with
@@ -99,8 +139,9 @@ class PromptedEncoder:
         mask = batch["attention_mask"].to(self.device)
         pool_mask = mask
         if parts:
-            n, p, k = tokens.shape[0], parts[0].shape[0], self.n_prefix
-            soft = parts[0].to(self.device, tokens.dtype).unsqueeze(0).expand(n, -1, -1)
+            n, p, k = tokens.shape[0], parts[0].shape[-2], self.n_prefix
+            soft = parts[0].to(self.device, tokens.dtype)  # (P, D) for every text, or (B, P, D) its own
+            soft = soft if soft.dim() == 3 else soft.unsqueeze(0).expand(n, -1, -1)
             tokens = torch.cat([tokens[:, :k], soft, tokens[:, k:]], 1)
             prompt_mask = torch.ones(n, p, dtype=mask.dtype, device=self.device)
             mask = torch.cat([mask[:, :k], prompt_mask, mask[:, k:]], 1)  # (B, P+T)

@@ -44,6 +44,11 @@ def export_peft(task: TaskVersion, encoder: PromptedEncoder, backbone: str, out:
     """Write the adapter for `task` (served with `encoder`) into `out`; returns it."""
     from peft import PrefixTuningConfig, PromptTuningConfig
 
+    if encoder.pool_size > 1:
+        raise ExportError(
+            f"this task's prompt is a pool of {encoder.pool_size} prompts mixed per text (prompt.pool_size), and a "
+            "PEFT adapter holds one prompt for every text; export tasks of a checkpoint with prompt.pool_size=1"
+        )
     if encoder.n_prefix:
         raise ExportError(
             "PEFT prompt tuning puts the virtual tokens first, but this backbone reads the prompt after its "

@@ -58,8 +58,8 @@ def check_prompt_shape(task: TaskVersion, theta: torch.Tensor) -> None:
     if shape != served:
         raise CorruptTask(
             f"task {task.task_id!r} version {task.version}: its prompt has shape {shape}, and the served checkpoint's "
-            f"has {served} (another prompt length, prompt.depth or backbone); create the task again, or serve the "
-            "checkpoint it was adapted from"
+            f"has {served} (another prompt length, prompt.depth, prompt.pool_size or backbone); create the task again, "
+            "or serve the checkpoint it was adapted from"
         )
 
 
