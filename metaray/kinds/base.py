@@ -222,7 +222,7 @@ class CorpusTasks(KindBase):
         """The distillation teacher `distill.teacher` names: its backbone loaded as this
         kind loads one and read without a prompt, a linear probe fitted per task."""
         model = teacher_model_config(cfg.model, cfg.distill.teacher, cfg.distill.image_size)
-        plain = dataclasses.replace(cfg, model=model, prompt=dataclasses.replace(cfg.prompt, depth=1))
+        plain = dataclasses.replace(cfg, model=model, prompt=dataclasses.replace(cfg.prompt, depth=1, pool_size=1))
         return Teacher(model, encoder=self.prompted_model(plain, *self.load_backbone(model), pixels=pixels).encoder)
 
     def family_size(self, registry: DataRegistry, name: str, n_way: int, k_shot: int, needed: int, same_group=False):
