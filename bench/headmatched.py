@@ -71,6 +71,19 @@ class Variant:
     train: tuple[str, ...] = ()
     test: tuple[str, ...] = ()
 
+    @property
+    def own_model(self) -> bool:
+        """Its test changes the model the actors build (a prompt of another shape)."""
+        return any(o.startswith("prompt.") for o in self.test)
+
+    def eval(self, tag: str) -> list[str]:
+        """The overrides that score its checkpoint (runs/hm-<run><tag>)."""
+        return [
+            f"eval.methods=[{self.method}]",
+            f"eval.checkpoints={{{self.method}: runs/hm-{self.run}{tag}}}",
+            *self.test,
+        ]
+
 
 VARIANTS = {
     "r2d2": Variant("r2d2", "r2d2"),
@@ -124,18 +137,24 @@ def main() -> None:
     for setting in args.settings:
         extra = [*SETTINGS[setting], f"eval.episodes={args.episodes}", *args.overrides]
         base = load_config(CONFIG, [*extra, f"eval.methods=[{','.join(BASELINES)}]"])
-        runner = RayRunner(base)
         start = time.perf_counter()
+        # a variant whose model differs (prompt.depth, prompt.pool_size) gets actors of its own, after the others'
+        shared = [name for name in args.variants if not VARIANTS[name].own_model]
+        own = [name for name in args.variants if VARIANTS[name].own_model]
+        runner = RayRunner(base)
         try:
             result = evaluate(base, runner)
-            for name in args.variants:
-                v = VARIANTS[name]
-                chosen = [f"eval.methods=[{v.method}]", f"eval.checkpoints={{{v.method}: runs/hm-{v.run}{tag}}}"]
-                cfg = load_config(CONFIG, [*extra, *chosen, *v.test])
-                for shots, rows in evaluate(cfg, runner)["settings"].items():
-                    result["settings"][shots][name] = rows[v.method]
+            for name in shared:
+                add_variant(result, name, load_config(CONFIG, [*extra, *VARIANTS[name].eval(tag)]), runner)
         finally:
             runner.shutdown()
+        for name in own:
+            cfg = load_config(CONFIG, [*extra, *VARIANTS[name].eval(tag)])
+            runner = RayRunner(cfg)
+            try:
+                add_variant(result, name, cfg, runner)
+            finally:
+                runner.shutdown()
         shown = keep_earlier(result, out["evaluations"].get(setting, {}), args.variants)
         result["paired_vs_linear_probe"] = paired(result, shown)
         if served_rows is not None:
@@ -150,6 +169,13 @@ def main() -> None:
                         diff = f"{d['mean']:+.2f} ± {d['ci95']:.2f} (n={d['n']})"
                         print(f"{shots} {name} ({step} steps) - {key.removeprefix('paired_vs_')}: {diff}")
         write_result(out, path, command)
+
+
+def add_variant(result: dict, name: str, cfg, runner) -> None:
+    """Score variant `name` (`cfg`: its evaluation) on `runner` into `result`'s settings."""
+    method = VARIANTS[name].method
+    for shots, rows in evaluate(cfg, runner)["settings"].items():
+        result["settings"][shots][name] = rows[method]
 
 
 def keep_earlier(result: dict, earlier: dict, evaluated: list[str]) -> list[str]:

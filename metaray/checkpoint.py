@@ -125,16 +125,18 @@ def load_checkpoint(location: str | Path, which: str = "best") -> tuple[dict, di
     return state, meta
 
 
-SHAPE_SETTINGS = (("depth", 1), ("pool_size", 1))  # prompt settings that give θ another shape, and their defaults
+# prompt settings a θ is read with, and their defaults: the first two give θ its shape
+PROMPT_SETTINGS = (("depth", 1), ("pool_size", 1), ("pool_temperature", 0.1))
 
 
-def check_prompt_shape(where: str, state: dict, meta: dict, prompt: PromptConfig) -> None:
-    """Refuse a checkpoint whose θ was meta-trained with another prompt.depth or
-    prompt.pool_size than `prompt` has, naming its shape and both settings."""
+def check_prompt_settings(where: str, state: dict, meta: dict, prompt: PromptConfig) -> None:
+    """Refuse a checkpoint whose θ was meta-trained with another prompt.depth,
+    prompt.pool_size or (a pool's) prompt.pool_temperature than `prompt` has, naming its
+    shape and both settings."""
     saved = meta.get("config", {}).get("prompt", {})
-    for key, default in SHAPE_SETTINGS:
+    for key, default in PROMPT_SETTINGS:
         was, now = saved.get(key, default), getattr(prompt, key)
-        if was != now:
+        if was != now and (key != "pool_temperature" or prompt.pool_size > 1):
             raise ConfigError(
                 f"{where}: its θ, of shape {tuple(state['meta_prompt'].shape)}, was meta-trained with "
                 f"prompt.{key}={was}, and this config has prompt.{key}={now}; set prompt.{key}={was}"

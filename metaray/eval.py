@@ -22,6 +22,7 @@ the support and of `distill.unlabeled` unused inputs of the task as well.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metaray.checkpoint import check_prompt_shape, load_checkpoint
+from metaray.checkpoint import check_prompt_settings, load_checkpoint
 from metaray.config import ConfigError, EvalConfig, ExperimentConfig
 from metaray.data import DataRegistry, TaskSpec
 from metaray.distributed.adapter import TEACHER_PREFIX, EvalResult
@@ -63,7 +64,7 @@ def preflight(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
             if method not in ev.checkpoints:
                 raise ConfigError(f"eval.methods has {method!r} but eval.checkpoints.{method} names no checkpoint")
             state, meta = load_checkpoint(ev.checkpoints[method])
-            check_prompt_shape(f"eval.checkpoints.{method}={ev.checkpoints[method]}", state, meta, cfg.prompt)
+            check_prompt_settings(f"eval.checkpoints.{method}={ev.checkpoints[method]}", state, meta, cfg.prompt)
             inits[method] = state["meta_prompt"]
     return inits
 
@@ -117,6 +118,8 @@ def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool
     """Run every method of `cfg.eval` on every setting; returns the result tree."""
     ev, kind = cfg.eval, kind_of(cfg)
     inits = preflight(cfg)
+    if runner is not None:
+        check_runner(cfg, runner)
     registry = DataRegistry.from_config(cfg.data)
     own_runner = runner is None
     runner = runner or make_runner(cfg)
@@ -142,6 +145,24 @@ def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool
         if own_runner:
             runner.shutdown()
     return out
+
+
+# what a runner's actors read from the config they were built with, not from `evaluate`'s
+BUILT_WITH = ("kind", "model", "distill", "prompt.length", "prompt.depth", "prompt.region", "prompt.pool_size")
+BUILT_WITH += ("prompt.pool_temperature", "eval.finetune_lr")
+
+
+def check_runner(cfg: ExperimentConfig, runner: Runner) -> None:
+    """Refuse a runner built for another model than `cfg` asks for: its actors' backbone,
+    prompt shape, teacher and fine-tuning rate are those of `runner.cfg` (a deep θ read by
+    a shallow model would be scored as a longer prompt, without an error)."""
+    for key in BUILT_WITH:
+        built, wanted = (functools.reduce(getattr, key.split("."), c) for c in (runner.cfg, cfg))
+        if built != wanted:
+            raise ConfigError(
+                f"evaluate: the runner's actors were built with {key}={built}, and this config has {key}={wanted}; "
+                "build the runner from this config (make_runner(cfg)) or pass none"
+            )
 
 
 def _units(ev: EvalConfig, specs: list[TaskSpec], inits: dict) -> list:

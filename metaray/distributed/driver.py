@@ -16,7 +16,7 @@ from collections.abc import Callable
 import ray
 from tqdm.auto import tqdm
 
-from metaray.checkpoint import check_prompt_shape, load_checkpoint, resolve_checkpoint, save_checkpoint
+from metaray.checkpoint import check_prompt_settings, load_checkpoint, resolve_checkpoint, save_checkpoint
 from metaray.config import ConfigError, ExperimentConfig, experiment_from_dict, to_dict
 from metaray.data import DataRegistry, TaskSampler, TaskSpec
 from metaray.distributed.runners import Runner, make_runner
@@ -157,7 +157,7 @@ def start_prompt(runner: Runner, cfg: ExperimentConfig):
     if not cfg.prompt.warm_start:
         return theta
     state, meta = load_checkpoint(cfg.prompt.warm_start)
-    check_prompt_shape(f"prompt.warm_start={cfg.prompt.warm_start}", state, meta, cfg.prompt)
+    check_prompt_settings(f"prompt.warm_start={cfg.prompt.warm_start}", state, meta, cfg.prompt)
     warm = state["meta_prompt"]
     if warm.shape != theta.shape:
         raise ConfigError(

@@ -78,7 +78,7 @@ class PromptedEncoder:
         if self.pool_size > 1:  # each prompt of the pool drawn with its own seed, then the keys
             ids, n = self.token_ids(cfg.text), self.pool_size
             pool = [initial_prompt(cfg.init, cfg.length, table, ids, cfg.seed + i) for i in range(1, n)]
-            return torch.cat([theta, *pool, initial_keys(n, table.shape[1], cfg.seed)])
+            return torch.cat([theta, *pool, initial_keys(n, table.shape[1], cfg.seed + n)])
         if not self.layers:
             return theta
         return torch.cat([theta, *self._states_before_empty_text([theta])[1 : self.depth]])

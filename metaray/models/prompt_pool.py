@@ -14,11 +14,6 @@ import torch
 import torch.nn.functional as F
 
 
-def pool_rows(size: int, length: int) -> int:
-    """The rows of θ for a pool of `size` prompts of `length` tokens and their keys."""
-    return size * (length + 1)
-
-
 def split_pool(theta: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """θ (n·P + n, D) as (the pool (n, P, D), the keys (n, D)); refused, naming the shape,
     where the rows are not a pool of `size`."""

@@ -12,7 +12,8 @@ from metaray.core import InnerConfig
 from metaray.data import TaskSpec
 from metaray.distributed import TaskAdapter, train
 from metaray.distributed.driver import check_resumable
-from metaray.eval import preflight
+from metaray.distributed.runners import make_runner
+from metaray.eval import evaluate, preflight
 from metaray.kinds import kind_of
 from metaray.models.backbone import load_backbone
 from metaray.models.encoder import PromptedEncoder
@@ -107,6 +108,12 @@ def test_a_checkpoint_of_another_pool_size_is_refused_by_eval_resume_warm_start_
         ConfigError, match=r"\(15, 384\), was meta-trained with prompt.pool_size=3.*has prompt.pool_size=1"
     ):
         preflight(single)
+    colder = [f"eval.checkpoints.reptile={tmp_path / 'pooled'}", "eval.methods=[reptile]", "prompt.pool_size=3"]
+    colder = load_config("configs/tiny.yaml", [f"data.data_dir={data_dir}", *colder, "prompt.pool_temperature=0.05"])
+    with pytest.raises(
+        ConfigError, match=r"prompt.pool_temperature=0.1, and this config has prompt.pool_temperature=0.05"
+    ):
+        preflight(colder)
     with pytest.raises(ConfigError, match="prompt.pool_size: checkpoint 3, now 1"):
         check_resumable(single, to_dict(pooled_cfg))
     warm = [f"data.data_dir={data_dir}", f"output.dir={tmp_path / 'b'}", "ray.local=true"]
@@ -137,3 +144,18 @@ def test_a_served_task_adapts_and_answers_with_its_checkpoints_pool(data_dir, tm
     other = ClassifyRequest("t@2", {**tensors, "prompt": equal}, ("card", "balance"), asked)
     mixed, single = served.classify([request, other])
     assert [row["scores"] for row in mixed] != [row["scores"] for row in single]
+
+
+def test_evaluate_refuses_actors_built_for_another_prompt_shape(data_dir):
+    """A runner's actors read θ with the model they were built with: a pool or deep θ on a
+    single-prompt model would be scored as one long prompt, so evaluate refuses it."""
+    common = [f"data.data_dir={data_dir}", "ray.local=true", "eval.methods=[linear_probe]", "eval.episodes=1"]
+    runner = make_runner(load_config("configs/tiny.yaml", common))
+    try:
+        for key, value in (("prompt.pool_size", 3), ("prompt.depth", 2)):
+            other = load_config("configs/tiny.yaml", [*common, f"{key}={value}"])
+            with pytest.raises(ConfigError, match=f"actors were built with {key}=1, and this config has {key}={value}"):
+                evaluate(other, runner, progress=False)
+        assert evaluate(load_config("configs/tiny.yaml", common), runner, progress=False)["settings"]
+    finally:
+        runner.shutdown()
