@@ -129,17 +129,18 @@ def settings_from(args: dict) -> ServeSettings:
     return build(ServeSettings, args)
 
 
-def task_loader(store: TaskStore, capacity: int, to_request, theta: torch.Tensor):
+def task_loader(store: TaskStore, capacity: int, to_request, theta: torch.Tensor, reading: dict):
     """Serve's multiplexed loader of `task_key`s (an LRU of `capacity` per replica); a key
     whose creation is gone (deleted, perhaps created again) is TaskNotFound, a task whose
-    prompt is not of the served θ's shape CorruptTask (`check_prompt_shape`)."""
+    prompt is not of the served θ's shape, or was adapted for a model that reads it
+    otherwise (`reading`), CorruptTask (`check_prompt_shape`)."""
 
     async def load_task(key: str):
         task_id, incarnation, version = key.split("@")
         task = await asyncio.to_thread(store.read, task_id, int(version))
         if task.meta.get("incarnation", "") != incarnation:
             raise TaskNotFound(task_id)
-        check_prompt_shape(task, theta)
+        check_prompt_shape(task, theta, reading)
         return to_request(key, task)
 
     return serve.multiplexed(max_num_models_per_replica=capacity)(load_task)
@@ -160,6 +161,7 @@ class Classifier:
             settings.multiplex_capacity,
             lambda key, task: ClassifyRequest(key, task.tensors, tuple(task.meta["labels"]), ()),
             self.model.meta_prompt,
+            self.model.reading,
         )
         self._batch.set_max_batch_size(settings.max_batch_size)
         self._batch.set_batch_wait_timeout_s(settings.batch_wait_s)
@@ -202,6 +204,7 @@ class Answerer:
             settings.multiplex_capacity,
             lambda key, task: AnswerRequest(key, task.tensors["prompt"], ()),
             self.model.meta_prompt,
+            self.model.reading,
         )
         self._batch.set_max_batch_size(settings.max_answer_batch)
 

@@ -103,7 +103,7 @@ def export_task(config: dict, task_id: str, out: str) -> Path:
     from metaray.models import resolve_backbone
     from metaray.serving.peft_export import export_peft
     from metaray.serving.store import TaskNotFound, TaskStore
-    from metaray.serving.tasks import served_model
+    from metaray.serving.tasks import check_prompt_shape, prompt_reading, served_model
 
     settings = settings_from(config["args"])
     store = TaskStore(settings.store)
@@ -112,5 +112,6 @@ def export_task(config: dict, task_id: str, out: str) -> Path:
     task = store.read(task_id)
     if task.meta["kind"] != CLASSIFY.name:
         raise ConfigError(f"task {task_id!r} is a {task.meta['kind']} task; export writes classification tasks")
-    _, cfg, classifier = served_model(settings.checkpoint, CLASSIFY.name)
+    theta, cfg, classifier = served_model(settings.checkpoint, CLASSIFY.name)
+    check_prompt_shape(task, theta, prompt_reading(cfg))  # read as the served model reads it
     return export_peft(task, classifier.encoder, resolve_backbone(cfg.model).where, out)

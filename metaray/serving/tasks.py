@@ -50,10 +50,28 @@ class AnswerRequest:
     questions: tuple[tuple[str, str], ...]  # (context, question)
 
 
-def check_prompt_shape(task: TaskVersion, theta: torch.Tensor) -> None:
+def prompt_reading(cfg: ExperimentConfig) -> dict:
+    """How a served model reads a task's prompt: what a stored task records (its metrics'
+    `read_with`) and a later server checks, beyond the prompt's shape."""
+    p = cfg.prompt
+    return {"backbone": cfg.model.backbone, "length": p.length, "depth": p.depth, "pool_size": p.pool_size} | (
+        {"pool_temperature": p.pool_temperature} if p.pool_size > 1 else {}
+    )
+
+
+def check_prompt_shape(task: TaskVersion, theta: torch.Tensor, reading: dict | None = None) -> None:
     """Refuse (CorruptTask, naming both shapes) a stored task whose prompt was adapted from a
     θ of another shape: a checkpoint of another prompt length, depth or backbone served
-    since, whose model would misread it."""
+    since, whose model would misread it; and (with the served `reading`) one adapted for a
+    model that reads a prompt of the same shape otherwise (a pool of 2 x 8 rows against a
+    prompt of 16)."""
+    saved = task.meta.get("metrics", {}).get("read_with")
+    if reading is not None and saved is not None and saved != reading:
+        raise CorruptTask(
+            f"task {task.task_id!r} version {task.version}: it was adapted for a model that reads its prompt with "
+            f"{saved}, and the served checkpoint's reads it with {reading}; create the task again, or serve the "
+            "checkpoint it was adapted from"
+        )
     shape, served = tuple(task.tensors["prompt"].shape), tuple(theta.shape)
     if shape != served:
         raise CorruptTask(
@@ -123,6 +141,7 @@ class TaskClassifier:
         images = kind_named(kind) is IMAGE
         pixels = (lambda data: np.stack([decoded(i) for i in data])) if images else None
         self.meta_prompt, cfg, self.classifier = served_model(checkpoint, kind, pixels)
+        self.reading = prompt_reading(cfg)
         self.inner, self.head, self.distill = inner, head, distill
         teaches = distill is not None and distill.enabled  # the teacher is loaded as evaluation loads it
         self.teacher = kind_of(cfg).teacher(dataclasses.replace(cfg, distill=distill), pixels) if teaches else None
@@ -149,7 +168,7 @@ class TaskClassifier:
             fitted = fit_linear_probe(support, fit_labels, len(names), self.classifier.scale, soft=soft)
             tensors |= {"head_weight": fitted.weight, "head_bias": fitted.bias}
             metrics = {"distilled": {"teacher": self.teacher.cfg.backbone, "unlabeled": len(unlabeled)}} if soft else {}
-        return tensors, _metrics(inner, result, start) | metrics
+        return tensors, _metrics(inner, result, start) | metrics | {"read_with": self.reading}
 
     def _soft_targets(self, episode: Episode, phi: torch.Tensor, support: torch.Tensor) -> SoftTargets | None:
         """The teacher's soft labels of the examples and the unlabeled inputs, for the
@@ -200,7 +219,8 @@ class TaskAnswerer:
 
     def __init__(self, checkpoint: str, inner: InnerConfig, long_context: str = "refuse", threads: int = 1) -> None:
         torch.set_num_threads(threads)
-        self.meta_prompt, _, self.qa = served_model(checkpoint, QA.name)
+        self.meta_prompt, cfg, self.qa = served_model(checkpoint, QA.name)
+        self.reading = prompt_reading(cfg)
         self.inner, self.long_context = inner, long_context
 
     def adapt(self, examples: list[dict], steps: int | None = None) -> tuple[dict, dict]:
@@ -211,7 +231,7 @@ class TaskAnswerer:
         start = time.perf_counter()
         loss_fn = self.qa.support_loss_fn(QAEpisode("", items, ()), inner, seed=0)
         result = adapt({"prompt": self.meta_prompt}, loss_fn, inner)
-        return {"prompt": result.adapted_prompt}, _metrics(inner, result, start)
+        return {"prompt": result.adapted_prompt}, _metrics(inner, result, start) | {"read_with": self.reading}
 
     def answer(self, requests: list[AnswerRequest]) -> list[list[str] | ContextTooLong]:
         """Per request, its answers, or the `ContextTooLong` that refuses it; one batched

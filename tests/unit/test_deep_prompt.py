@@ -174,6 +174,15 @@ def test_a_stored_task_adapted_from_another_depth_is_refused_naming_both_shapes(
     check_prompt_shape(task, torch.zeros(8, 384))
     with pytest.raises(CorruptTask, match=r"'t' version 3: its prompt has shape \(8, 384\).*has \(16, 384\)"):
         check_prompt_shape(task, torch.zeros(16, 384))
+    # the same shape read otherwise: a pool of 2 prompts of 3 rows and their keys against a prompt of 8
+    single = {"backbone": "all-MiniLM-L6-v2", "length": 8, "depth": 1, "pool_size": 1}
+    pooled = {**single, "length": 3, "pool_size": 2, "pool_temperature": 0.1}
+    stored = TaskVersion("t", 3, task.tensors, {"labels": ["a", "b"], "metrics": {"read_with": pooled}})
+    check_prompt_shape(stored, torch.zeros(8, 384), pooled)
+    with pytest.raises(
+        CorruptTask, match=r"adapted for a model that reads its prompt with .*'pool_size': 2.*'pool_size': 1"
+    ):
+        check_prompt_shape(stored, torch.zeros(8, 384), single)
 
 
 def test_every_pass_of_a_deep_model_waits_for_the_hooks_lock_and_a_shallow_one_has_none():

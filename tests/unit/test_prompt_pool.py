@@ -135,7 +135,14 @@ def test_a_served_task_adapts_and_answers_with_its_checkpoints_pool(data_dir, tm
     assert served.classifier.encoder.pool_size == 3 and served.meta_prompt.shape == (3 * 4 + 3, 384)
     labels = ["card", "card", "balance", "balance"]
     texts = ["I lost my card", "my card was stolen", "what is my balance", "how much money do I have"]
-    tensors, _ = served.adapt(texts, labels)
+    tensors, metrics = served.adapt(texts, labels)
+    assert metrics["read_with"] == {
+        "backbone": "all-MiniLM-L6-v2",
+        "length": 4,
+        "depth": 1,
+        "pool_size": 3,
+        "pool_temperature": 0.1,
+    }
     assert split_pool(tensors["prompt"] - served.meta_prompt, 3)[1].abs().sum() > 0  # the keys moved
     pool, keys = split_pool(tensors["prompt"], 3)
     equal = torch.cat([pool[0]] * 3 + [keys])
