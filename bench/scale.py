@@ -243,12 +243,19 @@ def plot(out: dict) -> bytes:
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xscale("symlog", linthresh=160)
         ax.set_xticks([p["tasks"] for p in points])
-        ax.set_xticklabels([f"{p['tasks']}\n{p['train_seconds_total'] / 3600:.1f} h" for p in points], fontsize=7)
+        ax.set_xticklabels(
+            [f"{tasks_label(p['tasks'])}\n{p['train_seconds_total'] / 3600:.1f} h" for p in points], fontsize=7
+        )
         ax.set_xlabel("meta-training tasks seen (and hours, 2 actors)")
         ax.set_ylabel("accuracy − linear probe (points, 95% interval)")
         ax.set_title(setting, fontsize=10)
         ax.legend(fontsize=6, loc="best")
     return png(fig)
+
+
+def tasks_label(n: int) -> str:
+    """160, 640, 2.6k: short enough that neighbouring points on a log axis do not overlap."""
+    return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
 
 
 if __name__ == "__main__":
