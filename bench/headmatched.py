@@ -38,7 +38,9 @@ Every prompted method is scored with both heads at 0 and 5 steps of prompt adapt
 probe head (the head-matched variants) or prototypes (multitask), so 0 steps is the
 budget the comparison reports, 5 is shown beside it. Prints each table and every
 prompted method's paired difference to the linear probe, and writes
-bench/results/headmatched.json.
+bench/results/headmatched.json (an earlier evaluation of a setting whose variants cannot
+be shown beside this one's, its probe having scored other tasks, is kept whole under
+`earlier_evaluations`).
 """
 
 from __future__ import annotations
@@ -155,7 +157,9 @@ def main() -> None:
                 add_variant(result, name, cfg, runner)
             finally:
                 runner.shutdown()
-        shown = keep_earlier(result, out["evaluations"].get(setting, {}), args.variants)
+        earlier = out["evaluations"].get(setting, {})
+        shown = keep_earlier(result, earlier, args.variants)
+        set_aside(out, setting, earlier, shown)
         result["paired_vs_linear_probe"] = paired(result, shown)
         if served_rows is not None:
             probes = served_rows.get(setting, {}).get("settings", {})
@@ -189,6 +193,15 @@ def keep_earlier(result: dict, earlier: dict, evaluated: list[str]) -> list[str]
             if name not in evaluated and name in rows:
                 result["settings"][shots][name] = rows[name]
     return [name for name in VARIANTS if any(name in rows for rows in result["settings"].values())]
+
+
+def set_aside(out: dict, setting: str, earlier: dict, shown: list[str]) -> None:
+    """Keep an earlier evaluation whose variants this one could not show beside its own
+    (its probe scored other tasks, or another machine's probe differs by a query) whole,
+    with its own probe, under `earlier_evaluations`: never lost."""
+    lost = {name for rows in earlier.get("settings", {}).values() for name in rows if name in VARIANTS}
+    if lost - set(shown):
+        out.setdefault("earlier_evaluations", {})[setting] = earlier
 
 
 def probe_cell(rows: dict) -> dict | None:
