@@ -9,6 +9,7 @@ may be a local path or an object-storage URI (`metaray.storage`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -129,14 +130,23 @@ def load_checkpoint(location: str | Path, which: str = "best") -> tuple[dict, di
 PROMPT_SETTINGS = (("depth", 1), ("pool_size", 1), ("pool_temperature", 0.1))
 
 
+def read_settings(prompt: dict) -> dict:
+    """The PROMPT_SETTINGS a θ is read with, from a config's `prompt` section (defaults for
+    those it lacks): a pool's temperature only where there is a pool."""
+    settings = {key: prompt.get(key, default) for key, default in PROMPT_SETTINGS}
+    if settings["pool_size"] == 1:
+        del settings["pool_temperature"]
+    return settings
+
+
 def check_prompt_settings(where: str, state: dict, meta: dict, prompt: PromptConfig) -> None:
     """Refuse a checkpoint whose θ was meta-trained with another prompt.depth,
     prompt.pool_size or (a pool's) prompt.pool_temperature than `prompt` has, naming its
     shape and both settings."""
-    saved = meta.get("config", {}).get("prompt", {})
-    for key, default in PROMPT_SETTINGS:
-        was, now = saved.get(key, default), getattr(prompt, key)
-        if was != now and (key != "pool_temperature" or prompt.pool_size > 1):
+    saved = read_settings(meta.get("config", {}).get("prompt", {}))
+    for key, now in read_settings(dataclasses.asdict(prompt)).items():
+        was = saved.get(key, now)
+        if was != now:
             raise ConfigError(
                 f"{where}: its θ, of shape {tuple(state['meta_prompt'].shape)}, was meta-trained with "
                 f"prompt.{key}={was}, and this config has prompt.{key}={now}; set prompt.{key}={was}"

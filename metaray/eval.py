@@ -148,8 +148,17 @@ def evaluate(cfg: ExperimentConfig, runner: Runner | None = None, progress: bool
 
 
 # what a runner's actors read from the config they were built with, not from `evaluate`'s
-BUILT_WITH = ("kind", "model", "distill", "prompt.length", "prompt.depth", "prompt.region", "prompt.pool_size")
-BUILT_WITH += ("prompt.pool_temperature", "eval.finetune_lr")
+BUILT_WITH = (
+    "kind",
+    "model",
+    "distill",
+    "prompt.length",
+    "prompt.depth",
+    "prompt.region",
+    "prompt.pool_size",
+    "prompt.pool_temperature",
+    "eval.finetune_lr",
+)
 
 
 def check_runner(cfg: ExperimentConfig, runner: Runner) -> None:

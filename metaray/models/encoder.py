@@ -74,9 +74,10 @@ class PromptedEncoder:
         """θ₀, shape (depth·P, D): the input prompt per `prompt.init`, then (deep) each
         prompted layer's rows: the input prompt's states at that layer before an empty text."""
         table = self.embedding_table.detach().cpu()
-        theta = initial_prompt(cfg.init, cfg.length, table, self.token_ids(cfg.text), cfg.seed)
+        ids = self.token_ids(cfg.text)
+        theta = initial_prompt(cfg.init, cfg.length, table, ids, cfg.seed)
         if self.pool_size > 1:  # each prompt of the pool drawn with its own seed, then the keys
-            ids, n = self.token_ids(cfg.text), self.pool_size
+            n = self.pool_size
             pool = [initial_prompt(cfg.init, cfg.length, table, ids, cfg.seed + i) for i in range(1, n)]
             return torch.cat([theta, *pool, initial_keys(n, table.shape[1], cfg.seed + n)])
         if not self.layers:

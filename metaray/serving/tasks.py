@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metaray.checkpoint import CheckpointError, load_checkpoint
+from metaray.checkpoint import CheckpointError, load_checkpoint, read_settings
 from metaray.config import ExperimentConfig, experiment_from_dict
 from metaray.core import InnerConfig, LinearHead, adapt, cosine_logits, fit_linear_probe, prototypes
 from metaray.core.adapt import AdaptResult
@@ -53,10 +53,7 @@ class AnswerRequest:
 def prompt_reading(cfg: ExperimentConfig) -> dict:
     """How a served model reads a task's prompt: what a stored task records (its metrics'
     `read_with`) and a later server checks, beyond the prompt's shape."""
-    p = cfg.prompt
-    return {"backbone": cfg.model.backbone, "length": p.length, "depth": p.depth, "pool_size": p.pool_size} | (
-        {"pool_temperature": p.pool_temperature} if p.pool_size > 1 else {}
-    )
+    return {"backbone": cfg.model.backbone, "length": cfg.prompt.length} | read_settings(dataclasses.asdict(cfg.prompt))
 
 
 def check_prompt_shape(task: TaskVersion, theta: torch.Tensor, reading: dict | None = None) -> None:
