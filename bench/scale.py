@@ -29,6 +29,17 @@ rounds; scored on the 5 held-out alphabets, 5-way and 20-way 1-shot (`--episodes
 episodes each, 5 queries per class), the probe head at 0 steps, paired per episode with
 the linear probe on the frozen features. Point 0 is the prompt at its init (random
 pixels, zero maps). Writes bench/results/scale-image.json and .png.
+
+`--kind qa`: Reptile on configs/squad.yaml (a task is one SQuAD dev article outside both
+XQuAD held-out splits, 4 + 4 questions), meta-validated on XQuAD's 6 val articles every 8
+rounds; scored on the 10 held-out XQuAD articles, 4 support questions and every other
+question as a query, F1 and EM (max over the references) of the greedy answers at 0 steps,
+paired per episode with the hand-written instruction; `--episodes` 30 (3 support draws
+per article). θ₀ is the prompt initialised from the instruction's text. Writes
+bench/results/scale-qa.json and .png.
+
+Each point's selected and last θ are copied to RUN/points/round-NNNNNN, out of reach of
+the run's `output.keep_last` pruning.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -68,6 +80,9 @@ class Curve:
     settings: dict[str, list[str]]
     run: str
     out: str
+    baseline: str = "linear_probe"
+    heads: tuple[str, ...] = ("probe",)
+    episodes: int = 200
 
 
 CURVES = {
@@ -91,6 +106,19 @@ CURVES = {
         "runs/scale-image",
         "scale-image.json",
     ),
+    "qa": Curve(
+        "reptile (configs/squad.yaml)",
+        ROOT / "configs" / "squad.yaml",
+        ("meta.algorithm=reptile", "output.keep_last=2"),
+        "reptile",
+        "text",
+        {"xquad-test 4-shot": []},
+        "runs/scale-qa",
+        "scale-qa.json",
+        baseline="instruction",
+        heads=("f1", "em"),
+        episodes=30,
+    ),
 }
 
 
@@ -99,7 +127,7 @@ def main() -> None:
     parser.add_argument("--kind", choices=list(CURVES), default="classify")
     parser.add_argument("--points", nargs="*", type=int, default=[0, 160, 640, 2560], help="meta-training tasks seen")
     parser.add_argument("--settings", nargs="*", help="the held-out settings (default: all of the kind's)")
-    parser.add_argument("--episodes", type=int, default=200, help="episodes of the episodic settings")
+    parser.add_argument("--episodes", type=int, help="episodes of the episodic settings (200; qa: 30)")
     parser.add_argument("--run", help="the meta-training run folder (default: the kind's)")
     parser.add_argument("--out", help="the JSON (default: bench/results/scale.json, scale-image.json)")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
@@ -107,6 +135,7 @@ def main() -> None:
     command = "python " + shlex.join(sys.argv)
     curve = CURVES[args.kind]
     args.curve, args.run = curve, args.run or curve.run
+    args.episodes = args.episodes or curve.episodes
     args.settings = args.settings or list(curve.settings)
     unknown = set(args.settings) - set(curve.settings)
     if unknown:
@@ -119,7 +148,7 @@ def main() -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     for setting in args.settings:
         if setting not in out["baseline"]:
-            out["baseline"][setting] = score(args, setting, "linear_probe", None)
+            out["baseline"][setting] = score(args, setting, curve.baseline, None)
             write_result(out, path, command)
     for n in sorted(args.points):
         if str(n) in out["points"]:
@@ -133,11 +162,12 @@ def main() -> None:
             for which, theta in thetas.items():
                 reuse = next((w for w in scored if thetas[w] == theta), None)
                 scored[which] = scored[reuse] if reuse else score(args, setting, *method_of(args.curve, theta))
-            point["settings"][setting] = {w: summarise(cell, out["baseline"][setting]) for w, cell in scored.items()}
+            baseline = out["baseline"][setting]
+            point["settings"][setting] = {w: summarise(curve, cell, baseline) for w, cell in scored.items()}
         out["points"][str(n)] = point
         out["projection"] = projection(out)
         write_result(out, path, command)
-        path.with_suffix(".png").write_bytes(plot(out))
+        path.with_suffix(".png").write_bytes(plot(out, curve.baseline))
         print(f"[scale] {n} tasks: {json.dumps(point['settings'], indent=1)}", flush=True)
 
 
@@ -174,7 +204,16 @@ def meta_train(args, n: int, out: dict) -> dict:
 
 
 def checkpoints(run: str) -> dict[str, str]:
-    return {"selected": resolve_checkpoint(run, "best"), "last": resolve_checkpoint(run, "latest")}
+    """The selected and the last θ, copied to run/points/ so that the run's
+    `output.keep_last` pruning cannot delete them once it goes on."""
+    pinned = {}
+    for which, pointer in (("selected", "best"), ("last", "latest")):
+        source = Path(resolve_checkpoint(run, pointer))
+        target = Path(run) / "points" / source.name
+        if not target.is_dir():
+            shutil.copytree(source, target)
+        pinned[which] = str(target)
+    return pinned
 
 
 def method_of(curve: Curve, theta: str) -> tuple[str, str | None]:
@@ -194,13 +233,19 @@ def score(args, setting: str, method: str, checkpoint: str | None) -> dict:
         result = evaluate(cfg, runner)
     finally:
         runner.shutdown()
-    return {shots: rows[method]["heads"]["probe"]["0"] for shots, rows in result["settings"].items()}
-
-
-def summarise(cells: dict, baseline: dict) -> dict:
-    """Per shot setting: the mean accuracy and its paired difference to the linear probe."""
+    heads = args.curve.heads
     return {
-        shots: {"mean": c["mean"], "ci95": c.get("ci95"), "vs_linear_probe": paired_difference(c, baseline[shots])}
+        shots if len(heads) == 1 else f"{shots} {head}": rows[method]["heads"][head]["0"]
+        for shots, rows in result["settings"].items()
+        for head in heads
+    }
+
+
+def summarise(curve: Curve, cells: dict, baseline: dict) -> dict:
+    """Per shot setting (and head): the mean score and its paired difference to the
+    curve's baseline (`vs_linear_probe`, `vs_instruction`)."""
+    return {
+        shots: {"mean": c["mean"], "ci95": c.get("ci95"), f"vs_{curve.baseline}": paired_difference(c, baseline[shots])}
         for shots, c in cells.items()
     }
 
@@ -224,8 +269,8 @@ def projection(out: dict) -> dict:
     return {"tasks_per_s_per_actor": per_actor, "hours_by_actors": hours}
 
 
-def plot(out: dict) -> bytes:
-    """Per setting: the paired difference to the linear probe (95% interval) against the
+def plot(out: dict, baseline: str) -> bytes:
+    """Per setting: the paired difference to the baseline (95% interval) against the
     tasks seen, for the selected and the last θ; the hours of meta-training on the top axis."""
     points = sorted(out["points"].values(), key=lambda p: p["tasks"])
     settings = list(points[0]["settings"])
@@ -237,8 +282,8 @@ def plot(out: dict) -> bytes:
                 for p in points:
                     cell = p["settings"][setting].get(which, p["settings"][setting]["selected"])[shots]
                     xs.append(p["tasks"])
-                    ys.append(cell["vs_linear_probe"]["mean"])
-                    es.append(cell["vs_linear_probe"]["ci95"])
+                    ys.append(cell[f"vs_{baseline}"]["mean"])
+                    es.append(cell[f"vs_{baseline}"]["ci95"])
                 ax.errorbar(xs, ys, yerr=es, linestyle=style, marker="o", capsize=3, label=f"{shots} ({which})")
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xscale("symlog", linthresh=160)
@@ -247,7 +292,7 @@ def plot(out: dict) -> bytes:
             [f"{tasks_label(p['tasks'])}\n{p['train_seconds_total'] / 3600:.1f} h" for p in points], fontsize=7
         )
         ax.set_xlabel("meta-training tasks seen (and hours, 2 actors)")
-        ax.set_ylabel("accuracy − linear probe (points, 95% interval)")
+        ax.set_ylabel(f"score − {baseline.replace('_', ' ')} (points, 95% interval)")
         ax.set_title(setting, fontsize=10)
         ax.legend(fontsize=6, loc="best")
     return png(fig)
