@@ -62,6 +62,7 @@ PROMPT_POSITIONS = ("after_special", "first")
 PROMPT_REGIONS = ("frame", "image")  # a visual prompt on the frame around the drawing, or on the whole image
 DTYPES = ("fp32", "bf16")  # model.compute_dtype, sharded.dtype
 COMPUTE_DTYPES = ("auto", *DTYPES)  # model.compute_dtype: auto is bf16 where the hardware has it, else fp32
+ANSWER_DECODINGS = ("greedy", "span")  # model.answer_decoding (kind: qa)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class ModelConfig:
     max_context_tokens: int = 192  # longer contexts: a window around the answer (training), their head (eval)
     max_answer_tokens: int = 16  # generation limit (answers also stop at the end token or a new line)
     instruction: str = "Answer the question with a short phrase copied from the context."  # the no-prompt baseline
+    # greedy: the most likely token at each step; span: the most likely of the tokens that
+    # keep the answer a span of the context (extractive QA: SQuAD's answers are spans)
+    answer_decoding: str = "greedy"
     # bf16: the LM's forward passes under torch.autocast to bfloat16 (weights, prompt and its
     # gradient stay fp32); faster on CPUs with AVX512-BF16 or AMX and on GPUs with bf16, many
     # times slower on CPUs without (emulated). auto: bf16 where the process running the model
@@ -93,6 +97,10 @@ class ModelConfig:
         )
         _check(self.max_context_tokens >= 8, f"model.max_context_tokens must be >= 8, got {self.max_context_tokens}")
         _check(self.max_answer_tokens >= 1, f"model.max_answer_tokens must be >= 1, got {self.max_answer_tokens}")
+        _check(
+            self.answer_decoding in ANSWER_DECODINGS,
+            f"model.answer_decoding must be one of {ANSWER_DECODINGS}, got {self.answer_decoding!r}",
+        )
         _check(
             self.compute_dtype in COMPUTE_DTYPES,
             f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}",

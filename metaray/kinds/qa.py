@@ -42,6 +42,7 @@ class QAKind(KindBase):
             model,
             max_context_tokens=m.max_context_tokens,
             max_answer_tokens=m.max_answer_tokens,
+            answer_decoding=m.answer_decoding,
             instruction=m.instruction,
             lockstep=lockstep,
             compute_dtype="fp32" if lockstep else m.compute_dtype,  # partitioned: sharded.dtype decides

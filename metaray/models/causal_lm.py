@@ -6,7 +6,9 @@ its place (the discrete-prompt baseline; none when the instruction is empty). Th
 loss is cross-entropy on the answer tokens (and the end token) only, and the head
 computes logits at those positions only. Answers are generated greedily, batched (left
 padding, explicit position ids, a key-value cache), up to a token limit, and stop at the
-end token or a new line. The context and the question are tokenized apart, so that the
+end token or a new line; with `answer_decoding="span"` each step takes the most likely of
+the tokens that keep the answer a span of its context (or ends it), as extractive QA's
+answers are. The context and the question are tokenized apart, so that the
 questions on one context share one pass over it: generation reads each distinct
 [prompt][context] once and copies its key-value cache to each of its questions.
 
@@ -26,6 +28,7 @@ from metaray.models.deep import forward_hooks, hooks_lock, layer_hooks, prompted
 CONTEXT = "Context: {context}"
 QUESTION = "\nQuestion: {question}\nAnswer:"  # CONTEXT + QUESTION: the whole input
 CONTEXT_MODES = ("answer", "head", "refuse")
+SPAN_CANDIDATES = 32  # span decoding: the most likely tokens tried at each step, best first
 
 
 def native_bf16(device: torch.device, capabilities=None) -> bool:
@@ -55,6 +58,7 @@ class PromptedCausalLM:
         *,
         max_context_tokens: int = 384,
         max_answer_tokens: int = 16,
+        answer_decoding: str = "greedy",
         instruction: str = "",
         lockstep: bool = False,
         compute_dtype: str = "fp32",
@@ -66,11 +70,13 @@ class PromptedCausalLM:
         `compute_dtype` "bf16": every forward pass under torch.autocast to bfloat16 (the
         weights, the prompt and its gradient stay float32); "auto": bf16 where this
         process's device has it natively (`native_bf16`), else fp32. `depth`: the prompt's (`backbone`
-        names the model where a depth is refused)."""
+        names the model where a depth is refused). `answer_decoding`: "greedy" or "span"
+        (answers restricted to spans of their context, see `_span_tokens`)."""
         self.tokenizer, self.model, self.lockstep = tokenizer, model, lockstep
         self.depth, self.layers = depth, prompted_layers(model, backbone, depth)
         self._hooks = hooks_lock(bool(self.layers))
         self.max_context_tokens, self.max_answer_tokens = max_context_tokens, max_answer_tokens
+        self.answer_decoding, self._pieces = answer_decoding, {}  # token id -> its text alone
         self.embedding = model.get_input_embeddings()
         self.device = self.embedding.weight.device
         if compute_dtype == "auto":
@@ -190,13 +196,15 @@ class PromptedCausalLM:
         parts = self._parts(prompt)
         contexts = [self.fit_context(item, mode) for item in items]
         distinct = list(dict.fromkeys(contexts))
-        ids, mask = self._left_padded([self._context_ids(c) for c in distinct])
+        context_ids = [self._context_ids(c) for c in distinct]
+        ids, mask = self._left_padded(context_ids)
         p = parts[0].shape[0] if parts else 0
         mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, p), mask], 1)  # [prompt][padding][context]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         embeds = self._embed(ids, parts[0] if parts else None)
         out = self._step(parts, inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
         rows = torch.tensor([distinct.index(c) for c in contexts], device=self.device)
+        context_ids = [context_ids[row] for row in rows.tolist()]
         out.cache.reorder_cache(rows)  # row i: the keys and values of item i's context
         ids, asked = self._left_padded([self._asked_ids(item) for item in items])
         mask = torch.cat([mask[rows], asked], 1)  # [prompt][padding][context][padding][question]
@@ -205,8 +213,13 @@ class PromptedCausalLM:
             [], input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions, cache=out.cache
         )
         generated: list[torch.Tensor] = []
+        answers: list[str | None] = [""] * len(items)  # span decoding: each answer so far (None: ended)
         for _ in range(self.max_answer_tokens):
-            token = out.logits[:, -1].argmax(-1)
+            logits = out.logits[:, -1]
+            if self.answer_decoding == "span":
+                token = self._span_tokens(logits, answers, contexts, generated, context_ids)
+            else:
+                token = logits.argmax(-1)
             generated.append(token)
             if not self.lockstep and self._all_stopped(torch.stack(generated, 1)):
                 break
@@ -214,6 +227,46 @@ class PromptedCausalLM:
             positions = positions[:, -1:] + 1
             out = self._step([], input_ids=token[:, None], attention_mask=mask, position_ids=positions, cache=out.cache)
         return [self._text(row) for row in torch.stack(generated, 1).cpu()]
+
+    def _span_tokens(
+        self,
+        logits: torch.Tensor,
+        answers: list[str | None],
+        contexts: list[str],
+        generated: list[torch.Tensor],
+        context_ids: list[list[int]],
+    ) -> torch.Tensor:
+        """Each row's next token: the most likely of its `SPAN_CANDIDATES` best and its
+        context's own tokens (`context_ids`: a span always has one to start with) that keeps
+        its answer (`answers`, updated in place; the tokens so far decoded together, as
+        `_text` reads them) a non-empty span of its context, or that ends a non-empty
+        answer (the end token, a new line); the end token where none does."""
+        chosen = []
+        best = logits.topk(SPAN_CANDIDATES, -1).indices.cpu()
+        for r, row in enumerate(logits.float().cpu()):
+            candidates = torch.cat([best[r], torch.tensor(context_ids[r]), torch.tensor([self.eos_id])]).unique()
+            candidates = candidates[row[candidates].argsort(descending=True, stable=True)].tolist()
+            token = self.eos_id
+            for candidate in candidates if answers[r] is not None else ():
+                piece = self._piece(candidate)
+                if candidate == self.eos_id or "\n" in piece:
+                    if answers[r].strip():
+                        token = candidate
+                        break
+                    continue
+                answer = self.tokenizer.decode([*(int(t[r]) for t in generated), candidate], skip_special_tokens=True)
+                if answer.strip() and answer.strip() in contexts[r]:
+                    token, answers[r] = candidate, answer
+                    break
+            if token == self.eos_id or "\n" in self._piece(token):
+                answers[r] = None
+            chosen.append(token)
+        return torch.tensor(chosen, device=logits.device)
+
+    def _piece(self, token: int) -> str:
+        if token not in self._pieces:
+            self._pieces[token] = self.tokenizer.decode([token], skip_special_tokens=True)
+        return self._pieces[token]
 
     def _step(self, parts: list[torch.Tensor], **inputs):
         """A forward pass that extends the cache and computes the head at the last position

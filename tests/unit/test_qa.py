@@ -148,6 +148,25 @@ def test_batched_generation_equals_one_at_a_time(tiny_lm, prompted):
     assert batched == [tiny_lm.generate(prompt, [it])[0] for it in items]
 
 
+def test_span_decoding_answers_with_spans_of_the_context_and_greedy_where_greedy_is_one(tiny_lm):
+    """Every span-decoded answer is a non-empty span of its (fitted) context, where the
+    random LM's greedy answers are not; each step takes the best token that keeps it so:
+    a row whose greedy answer is already a span answers the same."""
+    prompt = torch.randn(3, 32)
+    contexts = ["the capital of france is paris .", "a rather longer context than the other one", "x y z w"]
+    items = [item(c, c.split()[1], q) for c in contexts for q in ("what is it?", "which one?", "why?")]
+    greedy = tiny_lm.generate(prompt, items)
+    tiny_lm.answer_decoding = "span"
+    try:
+        span = tiny_lm.generate(prompt, items)
+    finally:
+        tiny_lm.answer_decoding = "greedy"
+    assert not all(g and g in qa.context for g, qa in zip(greedy, items, strict=True))
+    for g, s, qa in zip(greedy, span, items, strict=True):
+        assert s and s in tiny_lm.fit_context(qa, "head")
+        assert g not in qa.context or s == g
+
+
 def test_auto_compute_is_bf16_only_where_the_hardware_has_it(tiny_lm):
     """bf16 emulated on a CPU without it is many times slower than fp32: `auto` takes
     bf16 only with AVX512-BF16 or AMX-BF16 (or a CUDA GPU that has it)."""
