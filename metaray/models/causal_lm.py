@@ -239,7 +239,8 @@ class PromptedCausalLM:
         """Each row's next token: the most likely of its `SPAN_CANDIDATES` best and its
         context's own tokens (`context_ids`: a span always has one to start with) that keeps
         its answer (`answers`, updated in place; the tokens so far decoded together, as
-        `_text` reads them) a non-empty span of its context, or that ends a non-empty
+        `_text` reads them) a non-empty span of its context (up to letter case: SQuAD's
+        scores ignore it), or that ends a non-empty
         answer (the end token, a new line); the end token where none does."""
         chosen = []
         best = logits.topk(SPAN_CANDIDATES, -1).indices.cpu()
@@ -255,7 +256,7 @@ class PromptedCausalLM:
                         break
                     continue
                 answer = self.tokenizer.decode([*(int(t[r]) for t in generated), candidate], skip_special_tokens=True)
-                if answer.strip() and answer.strip() in contexts[r]:
+                if answer.strip() and answer.strip().casefold() in contexts[r].casefold():
                     token, answers[r] = candidate, answer
                     break
             if token == self.eos_id or "\n" in self._piece(token):

@@ -163,7 +163,7 @@ def test_span_decoding_answers_with_spans_of_the_context_and_greedy_where_greedy
         tiny_lm.answer_decoding = "greedy"
     assert not all(g and g in qa.context for g, qa in zip(greedy, items, strict=True))
     for g, s, qa in zip(greedy, span, items, strict=True):
-        assert s and s in tiny_lm.fit_context(qa, "head")
+        assert s and s.casefold() in tiny_lm.fit_context(qa, "head").casefold()
         assert g not in qa.context or s == g
 
 
