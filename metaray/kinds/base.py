@@ -36,6 +36,7 @@ class KindRules:
     synonyms: bool = False  # of them, synonyms from a sentence encoder's vocabulary (`augment.synonyms`)
     distill: bool = False  # a teacher's soft labels (`distill.teacher`) fit a distilled head
     pool: bool = False  # prompts generated per input from a pool (`prompt.pool_size`)
+    answers: bool = False  # generates its answers: model.answer_decoding
 
 
 PROMPT_METHODS = ("random", "multitask", "reptile", "fomaml")
@@ -131,6 +132,11 @@ def check_rules(kind: str, rules: KindRules, cfg: ExperimentConfig) -> None:
     require(
         rules.bf16 or cfg.model.compute_dtype == "fp32",
         f"model.compute_dtype: {cfg.model.compute_dtype} is for the causal LM (kind=qa); unset it for kind={kind}",
+    )
+    require(
+        rules.answers or cfg.model.answer_decoding == "greedy",
+        f"model.answer_decoding: {cfg.model.answer_decoding} is for generated answers (kind=qa); "
+        f"unset it for kind={kind}",
     )
     require(
         rules.full_protocol or cfg.eval.protocol == "episodes",

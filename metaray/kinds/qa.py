@@ -21,7 +21,7 @@ class QAKind(KindBase):
     name = "qa"
     metrics = QA_METRICS
     primary_metric = "f1"
-    rules = KindRules(own_methods=("instruction",), bf16=True, edits=True)  # edits: of the questions
+    rules = KindRules(own_methods=("instruction",), bf16=True, edits=True, answers=True)  # edits: of the questions
     hugging_face = True
     input_field, checkpoint_setting, budget_setting = None, "qa_checkpoint", "qa_adapt"
     distill_setting, teacher_example = None, None  # no teacher

@@ -153,6 +153,8 @@ def test_sharded_meta_batch_must_divide_among_workers():
         (["prompt.region=all"], "prompt.region must be one of"),
         (["meta.inner.views=-1"], "inner.views must be >= 0"),
         (["model.compute_dtype=float16"], "model.compute_dtype must be one of"),
+        (["model.answer_decoding=beam"], "model.answer_decoding must be one of"),
+        (["model.answer_decoding=span"], "span is for generated answers .kind=qa.; unset it for kind=classify"),
         (["model.compute_dtype=bf16"], "bf16 is for the causal LM .kind=qa.; unset it for kind=classify"),
         (["model.compute_dtype=auto"], "auto is for the causal LM .kind=qa.; unset it for kind=classify"),
         (
