@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--settings", nargs="*", help="the held-out settings (default: all of the kind's)")
     parser.add_argument("--episodes", type=int, help="episodes of the episodic settings (200; qa: 30)")
     parser.add_argument("--run", help="the meta-training run folder (default: the kind's)")
-    parser.add_argument("--out", help="the JSON (default: bench/results/scale.json, scale-image.json)")
+    parser.add_argument("--out", help="the JSON (default: bench/results/scale.json, scale-image.json, scale-qa.json)")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
     args = parser.parse_args()
     command = "python " + shlex.join(sys.argv)

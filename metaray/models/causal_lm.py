@@ -240,14 +240,15 @@ class PromptedCausalLM:
         context's own tokens (`context_ids`: a span always has one to start with) that keeps
         its answer (`answers`, updated in place; the tokens so far decoded together, as
         `_text` reads them) a non-empty span of its context (up to letter case: SQuAD's
-        scores ignore it), or that ends a non-empty
-        answer (the end token, a new line); the end token where none does."""
+        scores ignore it), or that ends a non-empty answer (the end token, a new line); the
+        end token where none does."""
         chosen = []
         best = logits.topk(SPAN_CANDIDATES, -1).indices.cpu()
+        so_far = torch.stack(generated, 1).tolist() if generated else [[] for _ in answers]
         for r, row in enumerate(logits.float().cpu()):
             candidates = torch.cat([best[r], torch.tensor(context_ids[r]), torch.tensor([self.eos_id])]).unique()
             candidates = candidates[row[candidates].argsort(descending=True, stable=True)].tolist()
-            token = self.eos_id
+            context, token = contexts[r].casefold(), self.eos_id
             for candidate in candidates if answers[r] is not None else ():
                 piece = self._piece(candidate)
                 if candidate == self.eos_id or "\n" in piece:
@@ -255,8 +256,8 @@ class PromptedCausalLM:
                         token = candidate
                         break
                     continue
-                answer = self.tokenizer.decode([*(int(t[r]) for t in generated), candidate], skip_special_tokens=True)
-                if answer.strip() and answer.strip().casefold() in contexts[r].casefold():
+                answer = self.tokenizer.decode([*so_far[r], candidate], skip_special_tokens=True)
+                if answer.strip() and answer.strip().casefold() in context:
                     token, answers[r] = candidate, answer
                     break
             if token == self.eos_id or "\n" in self._piece(token):
