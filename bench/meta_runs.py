@@ -40,9 +40,10 @@ def train_each(config: Path, algorithms: dict[str, list[str]], prefix: str, over
     return training
 
 
-def checkpoints_override(prefix: str, algorithms: dict) -> str:
-    """`eval.checkpoints={multitask: runs/PREFIX-multitask, ...}`"""
-    runs = run_dirs(prefix, algorithms)
+def checkpoints_override(prefix: str, algorithms: dict, given: dict[str, str] | None = None) -> str:
+    """`eval.checkpoints={multitask: runs/PREFIX-multitask, ...}`; `given` names a θ to
+    read instead of an algorithm's own run (one trained elsewhere, e.g. by bench/scale)."""
+    runs = {**run_dirs(prefix, algorithms), **(given or {})}
     return "eval.checkpoints={" + ", ".join(f"{name}: {run}" for name, run in runs.items()) + "}"
 
 

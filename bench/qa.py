@@ -3,6 +3,8 @@
     python bench/qa.py                   # the whole protocol (~32 min on 2 cores)
     python bench/qa.py --skip-train      # evaluation only, reusing runs/qa-* checkpoints
     python bench/qa.py --config configs/squad.yaml --out squad.json   # meta-train on SQuAD's articles
+    python bench/qa.py --config configs/squad.yaml --algorithms reptile \
+        --checkpoint reptile=runs/scale-qa/points/round-000320 --out squad-scale.json  # a θ from bench/scale
 
 1. meta-train a prompt on the meta-train articles with multitask, Reptile and
    first-order MAML (configs/qa.yaml, or `--config`; each algorithm its own run,
@@ -79,20 +81,34 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--algorithms", nargs="+", choices=list(ALGORITHMS), default=list(ALGORITHMS))
     parser.add_argument("--lr-grid", type=float, nargs="+", default=LR_GRID, help="eval.inner.lr values")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="read algorithm NAME's θ from PATH (a run or round folder) instead of training it",
+    )
     parser.add_argument("--out", default="qa.json", help="file name under bench/results/")
     parser.add_argument("overrides", nargs="*", help="overrides applied to every config")
     args = parser.parse_args()
     command = "python " + shlex.join(sys.argv)
     config, prefix = args.config.resolve(), args.config.stem
     chosen = {name: ALGORITHMS[name] for name in args.algorithms}
+    if bad := [item for item in args.checkpoint if "=" not in item]:
+        parser.error(f"--checkpoint takes NAME=PATH, got {bad}")
+    given = dict(item.split("=", 1) for item in args.checkpoint)
+    if unknown := sorted(set(given) - set(chosen)):
+        parser.error(f"--checkpoint names {unknown}, not among --algorithms {sorted(chosen)}")
     path = ROOT / "bench" / "results" / args.out
     previous = json.loads(path.read_text()) if path.is_file() else {}
     out: dict = {"training": previous.get("training", {}) if args.skip_train else {}}
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     if not args.skip_train:
-        out["training"] = train_each(config, chosen, prefix, args.overrides)
+        to_train = {name: extra for name, extra in chosen.items() if name not in given}
+        out["training"] = train_each(config, to_train, prefix, args.overrides)
+    out["training"].update({name: {"checkpoint": path} for name, path in given.items()})
     methods = ["instruction", "random", "text", *chosen]
-    overrides = [checkpoints_override(prefix, chosen), f"eval.methods=[{','.join(methods)}]", *args.overrides]
+    overrides = [checkpoints_override(prefix, chosen, given), f"eval.methods=[{','.join(methods)}]", *args.overrides]
     cfg = load_config(config, overrides)
     adapted = [m for m in cfg.eval.methods if m not in NO_PROMPT]
     runner = make_runner(cfg)  # one set of actors (one model load) for every evaluation below
