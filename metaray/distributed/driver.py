@@ -102,6 +102,7 @@ RESUME_KEYS = (
     ("model", "max_length"),
     ("model", "pool_prompt"),
     ("model", "prompt_position"),
+    ("model", "answer_decoding"),  # how meta-validation reads answers: the best θ is chosen on it
     ("prompt", "length"),
     ("prompt", "depth"),
     ("prompt", "pool_size"),

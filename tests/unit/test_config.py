@@ -175,6 +175,19 @@ def test_settings_that_cannot_work_together_are_refused(overrides, message):
         kind_of(load_config(None, overrides))
 
 
+def test_resume_refuses_a_change_of_answer_decoding_and_reads_older_qa_checkpoints_as_greedy():
+    """Meta-validation scores a QA run's answers and selects its best θ on them: a resumed
+    run must read answers as the run it continues did. A checkpoint written before the
+    setting existed read them greedily."""
+    from metaray.distributed.driver import check_resumable
+
+    saved = to_dict(load_config(ROOT / "configs" / "squad.yaml"))
+    with pytest.raises(ConfigError, match=r"model.answer_decoding: checkpoint 'greedy', now 'span'"):
+        check_resumable(load_config(ROOT / "configs" / "squad.yaml", ["model.answer_decoding=span"]), saved)
+    del saved["model"]["answer_decoding"]
+    check_resumable(load_config(ROOT / "configs" / "squad.yaml"), saved)
+
+
 def test_files_written_before_the_registry_stay_readable():
     """A sweep's best.yaml and a checkpoint's config with the old flat data keys, and a
     checkpoint's best score under its old name."""
