@@ -36,7 +36,7 @@ from meta_runs import algorithms, checkpoints_override, evaluate_each_at, select
 from metaray.config import load_config
 from metaray.data import DataRegistry
 from metaray.distributed import make_runner
-from metaray.eval import NO_PROMPT, format_table, write_result
+from metaray.eval import NO_PROMPT, format_table, preflight, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "qa.yaml"
@@ -110,6 +110,7 @@ def main() -> None:
     methods = ["instruction", "random", "text", *chosen]
     overrides = [checkpoints_override(prefix, chosen, given), f"eval.methods=[{','.join(methods)}]", *args.overrides]
     cfg = load_config(config, overrides)
+    preflight(cfg)  # the test evaluation's data and checkpoints, before the selection's minutes
     adapted = [m for m in cfg.eval.methods if m not in NO_PROMPT]
     runner = make_runner(cfg)  # one set of actors (one model load) for every evaluation below
     try:
