@@ -106,7 +106,7 @@ def main() -> None:
     if not args.skip_train:
         to_train = {name: extra for name, extra in chosen.items() if name not in given}
         out["training"] = train_each(config, to_train, prefix, args.overrides)
-    out["training"].update({name: {"checkpoint": path} for name, path in given.items()})
+    out["training"].update({name: {"checkpoint": where} for name, where in given.items()})
     methods = ["instruction", "random", "text", *chosen]
     overrides = [checkpoints_override(prefix, chosen, given), f"eval.methods=[{','.join(methods)}]", *args.overrides]
     cfg = load_config(config, overrides)
